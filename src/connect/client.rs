@@ -1,0 +1,574 @@
+//! HTTP client for every endpoint of the Connect API.
+
+use std::fmt;
+use std::sync::{Arc, Once};
+use std::time::Duration;
+
+use backon::{ExponentialBuilder, Retryable};
+use bytes::Bytes;
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER};
+use reqwest::{Method, StatusCode};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use url::Url;
+
+use super::error::ConnectError;
+use super::filter::Filter;
+use super::metrics::ConnectMetrics;
+use super::models::{ActivityPage, ErrorBody, File, FullItem, Item, PatchOp, ServerHealth, Vault};
+
+/// How failed calls are retried: exponential backoff with full jitter, for transport
+/// errors, 5xx and 429 only. A `Retry-After` from the server replaces the computed delay.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Retries after the first attempt; 0 disables retrying.
+    pub max_retries: usize,
+    pub min_delay: Duration,
+    pub max_delay: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            max_retries: 3,
+            min_delay: Duration::from_millis(200),
+            max_delay: Duration::from_secs(5),
+        }
+    }
+}
+
+impl RetryPolicy {
+    pub fn none() -> Self {
+        Self {
+            max_retries: 0,
+            ..Self::default()
+        }
+    }
+}
+
+/// Everything needed to talk to one Connect server.
+#[derive(Clone)]
+pub struct ConnectConfig {
+    /// Server root, e.g. `http://onepassword-connect:8080`.
+    pub host: Url,
+    pub token: SecretString,
+    /// Whole-request timeout; the Go operator has none, which hangs reconciles.
+    pub timeout: Duration,
+    pub connect_timeout: Duration,
+    /// PEM bundle of extra CAs trusted for an HTTPS Connect host.
+    pub ca_bundle_pem: Option<Vec<u8>>,
+    pub retry: RetryPolicy,
+    pub user_agent: String,
+}
+
+impl ConnectConfig {
+    pub fn new(host: Url, token: SecretString) -> Self {
+        Self {
+            host,
+            token,
+            timeout: Duration::from_secs(15),
+            connect_timeout: Duration::from_secs(5),
+            ca_bundle_pem: None,
+            retry: RetryPolicy::default(),
+            user_agent: concat!("onepassword-operator/", env!("CARGO_PKG_VERSION")).to_owned(),
+        }
+    }
+}
+
+impl fmt::Debug for ConnectConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConnectConfig")
+            .field("host", &self.host.as_str())
+            .field("token", &"<redacted>")
+            .field("timeout", &self.timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("ca_bundle_pem", &self.ca_bundle_pem.as_ref().map(|b| b.len()))
+            .field("retry", &self.retry)
+            .field("user_agent", &self.user_agent)
+            .finish()
+    }
+}
+
+/// A Connect API client. Cheap to clone; clones share connections and metrics.
+#[derive(Clone)]
+pub struct ConnectClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    http: reqwest::Client,
+    base: Url,
+    authorization: HeaderValue,
+    retry: RetryPolicy,
+    metrics: ConnectMetrics,
+}
+
+impl fmt::Debug for ConnectClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConnectClient")
+            .field("base", &self.inner.base.as_str())
+            .field("token", &"<redacted>")
+            .field("retry", &self.inner.retry)
+            .finish()
+    }
+}
+
+/// rustls needs one process-wide crypto provider; ring is also what kube uses.
+pub fn install_crypto_provider() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // Another part of the process may have installed one first; that is fine.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
+/// One request, described before it is sent (and re-sent on retry).
+struct Call<'a> {
+    endpoint: &'static str,
+    method: Method,
+    segments: &'a [&'a str],
+    query: Vec<(&'static str, String)>,
+    body: Option<Vec<u8>>,
+}
+
+impl<'a> Call<'a> {
+    fn new(endpoint: &'static str, method: Method, segments: &'a [&'a str]) -> Self {
+        Self {
+            endpoint,
+            method,
+            segments,
+            query: Vec::new(),
+            body: None,
+        }
+    }
+
+    fn query(mut self, key: &'static str, value: impl Into<String>) -> Self {
+        self.query.push((key, value.into()));
+        self
+    }
+
+    fn filter(self, filter: Option<&Filter>) -> Self {
+        match filter {
+            Some(f) => self.query("filter", f.as_str()),
+            None => self,
+        }
+    }
+
+    fn json<T: Serialize>(mut self, body: &T) -> Result<Self, ConnectError> {
+        let encoded =
+            serde_json::to_vec(body).map_err(|e| ConnectError::Config(format!("cannot encode request body: {e}")))?;
+        self.body = Some(encoded);
+        Ok(self)
+    }
+
+    /// POST and PATCH are not idempotent: retried only when the server surely did not act.
+    fn idempotent(&self) -> bool {
+        !matches!(self.method, Method::POST | Method::PATCH)
+    }
+}
+
+/// A successful response: headers and the whole body.
+struct Answer {
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+impl ConnectClient {
+    pub fn new(config: ConnectConfig) -> Result<Self, ConnectError> {
+        Self::with_metrics(config, ConnectMetrics::default())
+    }
+
+    /// A client that counts its requests into `metrics`.
+    pub fn with_metrics(config: ConnectConfig, metrics: ConnectMetrics) -> Result<Self, ConnectError> {
+        install_crypto_provider();
+        if config.host.cannot_be_a_base() || !matches!(config.host.scheme(), "http" | "https") {
+            return Err(ConnectError::Config(format!(
+                "Connect host must be an http(s) URL, got {:?}",
+                config.host.as_str()
+            )));
+        }
+        let mut authorization = HeaderValue::from_str(&format!("Bearer {}", config.token.expose_secret().trim()))
+            .map_err(|_| {
+                ConnectError::Config("the Connect token contains characters not allowed in a header".into())
+            })?;
+        authorization.set_sensitive(true);
+        let mut builder = reqwest::Client::builder()
+            .timeout(config.timeout)
+            .connect_timeout(config.connect_timeout)
+            .user_agent(config.user_agent.clone())
+            .pool_idle_timeout(Duration::from_secs(60));
+        if let Some(pem) = &config.ca_bundle_pem {
+            let certs = reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|e| ConnectError::Config(format!("cannot read the CA bundle: {e}")))?;
+            if certs.is_empty() {
+                return Err(ConnectError::Config("the CA bundle holds no certificate".into()));
+            }
+            for cert in certs {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let http = builder
+            .build()
+            .map_err(|e| ConnectError::Config(format!("cannot build the HTTP client: {e}")))?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                http,
+                base: config.host,
+                authorization,
+                retry: config.retry,
+                metrics,
+            }),
+        })
+    }
+
+    pub fn metrics(&self) -> &ConnectMetrics {
+        &self.inner.metrics
+    }
+
+    pub fn base_url(&self) -> &Url {
+        &self.inner.base
+    }
+
+    // ----- vaults -----
+
+    /// `GET /v1/vaults`, optionally filtered (`name eq "…"`).
+    pub async fn list_vaults(&self, filter: Option<&Filter>) -> Result<Vec<Vault>, ConnectError> {
+        self.json(Call::new("list_vaults", Method::GET, &["v1", "vaults"]).filter(filter))
+            .await
+    }
+
+    /// `GET /v1/vaults/{vault}`: includes `contentVersion`.
+    pub async fn get_vault(&self, vault_id: &str) -> Result<Vault, ConnectError> {
+        self.json(Call::new("get_vault", Method::GET, &["v1", "vaults", vault_id]))
+            .await
+    }
+
+    // ----- items -----
+
+    /// `GET /v1/vaults/{vault}/items`: summaries with every item's `version`.
+    pub async fn list_items(&self, vault_id: &str, filter: Option<&Filter>) -> Result<Vec<Item>, ConnectError> {
+        self.json(Call::new("list_items", Method::GET, &["v1", "vaults", vault_id, "items"]).filter(filter))
+            .await
+    }
+
+    /// `GET /v1/vaults/{vault}/items/{item}`.
+    pub async fn get_item(&self, vault_id: &str, item_id: &str) -> Result<FullItem, ConnectError> {
+        self.json(Call::new(
+            "get_item",
+            Method::GET,
+            &["v1", "vaults", vault_id, "items", item_id],
+        ))
+        .await
+    }
+
+    /// `POST /v1/vaults/{vault}/items`.
+    pub async fn create_item(&self, vault_id: &str, item: &FullItem) -> Result<FullItem, ConnectError> {
+        self.json(Call::new("create_item", Method::POST, &["v1", "vaults", vault_id, "items"]).json(item)?)
+            .await
+    }
+
+    /// `PUT /v1/vaults/{vault}/items/{item}`: replaces the whole item.
+    pub async fn replace_item(&self, vault_id: &str, item_id: &str, item: &FullItem) -> Result<FullItem, ConnectError> {
+        self.json(
+            Call::new(
+                "replace_item",
+                Method::PUT,
+                &["v1", "vaults", vault_id, "items", item_id],
+            )
+            .json(item)?,
+        )
+        .await
+    }
+
+    /// `PATCH /v1/vaults/{vault}/items/{item}`: `add`/`remove`/`replace`, all or nothing.
+    pub async fn patch_item(&self, vault_id: &str, item_id: &str, ops: &[PatchOp]) -> Result<FullItem, ConnectError> {
+        self.json(
+            Call::new(
+                "patch_item",
+                Method::PATCH,
+                &["v1", "vaults", vault_id, "items", item_id],
+            )
+            .json(&ops)?,
+        )
+        .await
+    }
+
+    /// `DELETE /v1/vaults/{vault}/items/{item}`.
+    pub async fn delete_item(&self, vault_id: &str, item_id: &str) -> Result<(), ConnectError> {
+        self.execute(Call::new(
+            "delete_item",
+            Method::DELETE,
+            &["v1", "vaults", vault_id, "items", item_id],
+        ))
+        .await
+        .map(drop)
+    }
+
+    // ----- files -----
+
+    /// `GET …/items/{item}/files`; `inline` asks for base64 content (≤ the server's inline limit).
+    pub async fn list_files(&self, vault_id: &str, item_id: &str, inline: bool) -> Result<Vec<File>, ConnectError> {
+        let segments = ["v1", "vaults", vault_id, "items", item_id, "files"];
+        self.json(inline_flag(Call::new("list_files", Method::GET, &segments), inline))
+            .await
+    }
+
+    /// `GET …/files/{file}`.
+    pub async fn get_file(
+        &self,
+        vault_id: &str,
+        item_id: &str,
+        file_id: &str,
+        inline: bool,
+    ) -> Result<File, ConnectError> {
+        let segments = ["v1", "vaults", vault_id, "items", item_id, "files", file_id];
+        self.json(inline_flag(Call::new("get_file", Method::GET, &segments), inline))
+            .await
+    }
+
+    /// `GET …/files/{file}/content`: the raw bytes.
+    pub async fn get_file_content(&self, vault_id: &str, item_id: &str, file_id: &str) -> Result<Bytes, ConnectError> {
+        let segments = ["v1", "vaults", vault_id, "items", item_id, "files", file_id, "content"];
+        Ok(self
+            .execute(Call::new("get_file_content", Method::GET, &segments))
+            .await?
+            .body)
+    }
+
+    // ----- activity, health, metrics -----
+
+    /// `GET /v1/activity?limit=&offset=`, with the total from `Content-Range`.
+    pub async fn list_activity(&self, limit: Option<u32>, offset: Option<u32>) -> Result<ActivityPage, ConnectError> {
+        let mut call = Call::new("list_activity", Method::GET, &["v1", "activity"]);
+        if let Some(limit) = limit {
+            call = call.query("limit", limit.to_string());
+        }
+        if let Some(offset) = offset {
+            call = call.query("offset", offset.to_string());
+        }
+        let answer = self.execute(call).await?;
+        let total = answer
+            .headers
+            .get("content-range")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.rsplit('/').next())
+            .and_then(|v| v.trim().parse().ok());
+        let requests = decode("list_activity", &answer.body)?;
+        Ok(ActivityPage { requests, total })
+    }
+
+    /// `GET /heartbeat`: succeeds when the server answers.
+    pub async fn heartbeat(&self) -> Result<(), ConnectError> {
+        self.execute(Call::new("heartbeat", Method::GET, &["heartbeat"]))
+            .await
+            .map(drop)
+    }
+
+    /// `GET /health`.
+    pub async fn health(&self) -> Result<ServerHealth, ConnectError> {
+        self.json(Call::new("health", Method::GET, &["health"])).await
+    }
+
+    /// `GET /metrics`: the server's Prometheus text.
+    pub async fn server_metrics(&self) -> Result<String, ConnectError> {
+        let answer = self.execute(Call::new("metrics", Method::GET, &["metrics"])).await?;
+        Ok(String::from_utf8_lossy(&answer.body).into_owned())
+    }
+
+    // ----- plumbing -----
+
+    async fn json<T: DeserializeOwned>(&self, call: Call<'_>) -> Result<T, ConnectError> {
+        let endpoint = call.endpoint;
+        let answer = self.execute(call).await?;
+        decode(endpoint, &answer.body)
+    }
+
+    fn url(&self, call: &Call<'_>) -> Url {
+        let mut url = self.inner.base.clone();
+        {
+            // `cannot_be_a_base` was rejected in `new`, so segments are available.
+            let mut segments = url.path_segments_mut().expect("base URL");
+            segments.pop_if_empty();
+            segments.extend(call.segments);
+        }
+        if !call.query.is_empty() {
+            let mut pairs = url.query_pairs_mut();
+            for (key, value) in &call.query {
+                pairs.append_pair(key, value);
+            }
+        }
+        url
+    }
+
+    async fn execute(&self, call: Call<'_>) -> Result<Answer, ConnectError> {
+        let retry = &self.inner.retry;
+        let backoff = ExponentialBuilder::default()
+            .with_min_delay(retry.min_delay)
+            .with_max_delay(retry.max_delay)
+            .with_max_times(retry.max_retries)
+            .with_jitter();
+        let idempotent = call.idempotent();
+        let url = self.url(&call);
+        (|| self.attempt(&call, url.clone()))
+            .retry(backoff)
+            .when(|err: &ConnectError| retryable(err, idempotent))
+            .adjust(|err: &ConnectError, delay| delay.map(|d| err.retry_after().unwrap_or(d)))
+            .notify(|err: &ConnectError, delay| {
+                tracing::debug!(endpoint = call.endpoint, error = %err, ?delay, "retrying Connect request");
+            })
+            .await
+    }
+
+    async fn attempt(&self, call: &Call<'_>, url: Url) -> Result<Answer, ConnectError> {
+        let endpoint = call.endpoint;
+        let mut request = self
+            .inner
+            .http
+            .request(call.method.clone(), url)
+            .header(AUTHORIZATION, self.inner.authorization.clone());
+        if let Some(body) = &call.body {
+            request = request.header(CONTENT_TYPE, "application/json").body(body.clone());
+        }
+        let response = match request.send().await {
+            Ok(response) => response,
+            Err(source) => {
+                self.inner.metrics.record(endpoint, None);
+                return Err(ConnectError::Transport { endpoint, source });
+            }
+        };
+        let status = response.status();
+        self.inner.metrics.record(endpoint, Some(status.as_u16()));
+        let headers = response.headers().clone();
+        let body = response
+            .bytes()
+            .await
+            .map_err(|source| ConnectError::Transport { endpoint, source })?;
+        if status.is_success() {
+            return Ok(Answer { headers, body });
+        }
+        Err(error_from_response(endpoint, status, &headers, &body))
+    }
+}
+
+fn inline_flag(call: Call<'_>, inline: bool) -> Call<'_> {
+    if inline {
+        call.query("inline_files", "true")
+    } else {
+        call
+    }
+}
+
+fn retryable(err: &ConnectError, idempotent: bool) -> bool {
+    if idempotent {
+        return err.is_retryable();
+    }
+    // A 429 means the request was refused before anything happened; a failed connect
+    // means it never left. Anything else may have created or changed the item already.
+    match err {
+        ConnectError::RateLimited { .. } => true,
+        ConnectError::Transport { source, .. } => source.is_connect(),
+        _ => false,
+    }
+}
+
+fn decode<T: DeserializeOwned>(endpoint: &'static str, body: &[u8]) -> Result<T, ConnectError> {
+    serde_json::from_slice(body).map_err(|source| ConnectError::Decode { endpoint, source })
+}
+
+fn error_from_response(endpoint: &'static str, status: StatusCode, headers: &HeaderMap, body: &[u8]) -> ConnectError {
+    let message = serde_json::from_slice::<ErrorBody>(body)
+        .map(|e| e.message)
+        .unwrap_or_else(|_| {
+            // A proxy in front of Connect may answer with HTML; keep a short, printable excerpt.
+            let text = String::from_utf8_lossy(body);
+            let text = text.trim();
+            if text.is_empty() {
+                status.canonical_reason().unwrap_or("no message").to_owned()
+            } else {
+                text.chars().take(200).collect()
+            }
+        });
+    let retry_after = headers
+        .get(RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs);
+    ConnectError::from_status(endpoint, status.as_u16(), message, retry_after)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client(host: &str) -> ConnectClient {
+        ConnectClient::new(ConnectConfig::new(host.parse().unwrap(), SecretString::from("tok-123"))).unwrap()
+    }
+
+    #[test]
+    fn debug_output_redacts_the_token() {
+        let config = ConnectConfig::new(
+            "http://connect:8080".parse().unwrap(),
+            SecretString::from("super-secret-token"),
+        );
+        let printed = format!("{config:?} {:?}", ConnectClient::new(config.clone()).unwrap());
+        assert!(!printed.contains("super-secret-token"), "{printed}");
+        assert!(printed.contains("redacted"));
+    }
+
+    #[test]
+    fn urls_encode_segments_and_filters() {
+        let c = client("http://connect:8080/prefix/");
+        let filter = Filter::title_eq("a&b #1+\"x\"");
+        let call = Call::new("list_items", Method::GET, &["v1", "vaults", "va ult", "items"]).filter(Some(&filter));
+        assert_eq!(
+            c.url(&call).as_str(),
+            "http://connect:8080/prefix/v1/vaults/va%20ult/items?filter=title+eq+%22a%26b+%231%2B%5C%22x%5C%22%22"
+        );
+    }
+
+    #[test]
+    fn rejects_non_http_hosts_and_bad_tokens() {
+        let err =
+            ConnectClient::new(ConnectConfig::new("ftp://x".parse().unwrap(), SecretString::from("t"))).unwrap_err();
+        assert!(err.to_string().contains("http(s) URL"), "{err}");
+        let err = ConnectClient::new(ConnectConfig::new(
+            "http://x".parse().unwrap(),
+            SecretString::from("a\nb"),
+        ))
+        .unwrap_err();
+        assert!(!err.to_string().contains("a\nb"));
+    }
+
+    #[test]
+    fn error_bodies_are_parsed_or_excerpted() {
+        let headers = HeaderMap::new();
+        let err = error_from_response(
+            "get_item",
+            StatusCode::NOT_FOUND,
+            &headers,
+            br#"{"status":404,"message":"item x not found"}"#,
+        );
+        assert!(matches!(&err, ConnectError::NotFound { message, .. } if message == "item x not found"));
+        let err = error_from_response(
+            "get_item",
+            StatusCode::BAD_GATEWAY,
+            &headers,
+            b"<html>bad gateway</html>",
+        );
+        assert!(matches!(&err, ConnectError::Server { status: 502, message, .. } if message.contains("bad gateway")));
+        let mut headers = HeaderMap::new();
+        headers.insert(RETRY_AFTER, HeaderValue::from_static("3"));
+        let err = error_from_response("get_item", StatusCode::TOO_MANY_REQUESTS, &headers, b"");
+        assert_eq!(err.retry_after(), Some(Duration::from_secs(3)));
+    }
+
+    #[test]
+    fn non_idempotent_calls_retry_only_when_the_server_did_not_act() {
+        let server_error = ConnectError::from_status("create_item", 500, String::new(), None);
+        let limited = ConnectError::from_status("create_item", 429, String::new(), None);
+        assert!(retryable(&server_error, true));
+        assert!(!retryable(&server_error, false));
+        assert!(retryable(&limited, false));
+    }
+}

@@ -1,0 +1,97 @@
+//! Command line of onepassword-operator. Every setting has an environment fallback.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use onepassword_operator::sim::{self, DataFile, SimConfig};
+use onepassword_operator::telemetry::{self, LogFormat};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "onepassword-operator",
+    version,
+    about = "Keeps Kubernetes Secrets in sync with 1Password items"
+)]
+struct Cli {
+    #[command(flatten)]
+    logging: Logging,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Debug)]
+struct Logging {
+    /// Log format.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    log_format: LogFormat,
+    /// Log level or filter directives (e.g. `info`, `onepassword_operator=debug`).
+    #[arg(long, env = "LOG_LEVEL", default_value = "info", global = true)]
+    log_level: String,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run a Connect-compatible simulator (tests, benchmarks, demo; no 1Password account).
+    ConnectSim(ConnectSimArgs),
+}
+
+#[derive(Args, Debug)]
+struct ConnectSimArgs {
+    /// YAML data file (vaults, items, tokens); the embedded example when absent.
+    #[arg(long, env = "OP_SIM_DATA")]
+    data: Option<PathBuf>,
+    /// Address to listen on; port 0 picks a free port.
+    #[arg(long, env = "OP_SIM_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Bearer token of the `/__sim` admin API (faults, request counts).
+    #[arg(long, env = "OP_SIM_ADMIN_TOKEN", default_value = sim::DEFAULT_ADMIN_TOKEN, hide_env_values = true)]
+    admin_token: String,
+    /// Largest file served inline, in KiB (as OP_MAX_INLINE_FILE_SIZE_KB on a real server).
+    #[arg(long, env = "OP_MAX_INLINE_FILE_SIZE_KB", default_value_t = 100)]
+    max_inline_file_size_kb: u64,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Err(message) = telemetry::init(cli.logging.log_format, &cli.logging.log_level) {
+        eprintln!("error: {message}");
+        return ExitCode::from(2);
+    }
+    let result = match cli.command {
+        Command::ConnectSim(args) => connect_sim(args).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn connect_sim(args: ConnectSimArgs) -> Result<(), String> {
+    let (data, base_dir) = match &args.data {
+        Some(path) => {
+            let base = path.parent().map(PathBuf::from).unwrap_or_default();
+            (DataFile::load(path)?, base)
+        }
+        None => (DataFile::embedded_example(), PathBuf::from(".")),
+    };
+    let config = SimConfig {
+        data,
+        base_dir,
+        admin_token: args.admin_token,
+        max_inline_file_size_kb: args.max_inline_file_size_kb,
+    };
+    let running = sim::start(config, args.listen).await?;
+    // Tests and scripts read this line to learn the port.
+    println!("connect-sim listening on {}", running.url());
+    tracing::info!(addr = %running.addr, "Connect simulator started");
+    running
+        .serve_until_signal()
+        .await
+        .map_err(|e| format!("server failed: {e}"))
+}
