@@ -3,8 +3,28 @@
 //!
 //! - [`connect`]: the Connect API client (models, errors, filters, resolution).
 //! - [`sim`]: a Connect-compatible simulator for tests, benchmarks and the demo.
+//! - [`cli`], [`check`]: shared command-line settings and `connect-check`.
 //! - [`telemetry`]: logging setup shared by every subcommand.
 
+pub mod check;
+pub mod cli;
 pub mod connect;
 pub mod sim;
 pub mod telemetry;
+
+/// An error and its sources, joined with `: ` — what a person needs to see the cause
+/// (`cannot reach Connect: … : Connection refused`).
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        // Some libraries repeat their source's text in their own; keep each part once.
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}

@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
+use onepassword_operator::cli::ConnectArgs;
+use onepassword_operator::connect::ConnectClient;
 use onepassword_operator::sim::{self, DataFile, SimConfig};
 use onepassword_operator::telemetry::{self, LogFormat};
 
@@ -35,6 +37,17 @@ struct Logging {
 enum Command {
     /// Run a Connect-compatible simulator (tests, benchmarks, demo; no 1Password account).
     ConnectSim(ConnectSimArgs),
+    /// Check that a Connect host and token work, and optionally resolve an item path.
+    ConnectCheck(ConnectCheckArgs),
+}
+
+#[derive(Args, Debug)]
+struct ConnectCheckArgs {
+    #[command(flatten)]
+    connect: ConnectArgs,
+    /// An item to resolve, as in a OnePasswordItem: vaults/<vault>/items/<item>.
+    #[arg(long)]
+    item_path: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -62,6 +75,7 @@ async fn main() -> ExitCode {
     }
     let result = match cli.command {
         Command::ConnectSim(args) => connect_sim(args).await,
+        Command::ConnectCheck(args) => connect_check(args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -94,4 +108,11 @@ async fn connect_sim(args: ConnectSimArgs) -> Result<(), String> {
         .serve_until_signal()
         .await
         .map_err(|e| format!("server failed: {e}"))
+}
+
+async fn connect_check(args: ConnectCheckArgs) -> Result<(), String> {
+    let client = ConnectClient::new(args.connect.to_config()?).map_err(|e| onepassword_operator::error_chain(&e))?;
+    let report = onepassword_operator::check::connect_check(&client, args.item_path.as_deref()).await?;
+    print!("{report}");
+    Ok(())
 }
