@@ -85,10 +85,17 @@ mod tests {
 
     #[test]
     fn token_from_flag_or_file_and_clear_errors() {
-        let cli = Cli::parse_from(["x", "--connect-host", "http://c:8080", "--connect-token", " tok \n"]);
+        let cli = Cli::parse_from([
+            "x",
+            "--connect-host",
+            "http://c:8080",
+            "--connect-token",
+            " s3cret-token-value \n",
+        ]);
         let config = cli.connect.to_config().unwrap();
         assert_eq!(config.host.as_str(), "http://c:8080/");
-        assert!(!format!("{:?}", cli.connect).contains("tok"));
+        assert!(!format!("{:?}", cli.connect).contains("s3cret-token-value"));
+        assert!(!format!("{config:?}").contains("s3cret-token-value"));
 
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("token");
