@@ -2,13 +2,17 @@
 //! through a 1Password Connect server.
 //!
 //! - [`connect`]: the Connect API client (models, errors, filters, resolution).
+//! - [`crd`]: the `OnePasswordItem` custom resource and its CRD.
 //! - [`sim`]: a Connect-compatible simulator for tests, benchmarks and the demo.
 //! - [`cli`], [`check`]: shared command-line settings and `connect-check`.
+//! - [`local_cluster`]: etcd + kube-apiserver as local processes (tests, benchmarks, demo).
 //! - [`telemetry`]: logging setup shared by every subcommand.
 
 pub mod check;
 pub mod cli;
 pub mod connect;
+pub mod crd;
+pub mod local_cluster;
 pub mod sim;
 pub mod telemetry;
 

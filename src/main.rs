@@ -37,6 +37,8 @@ struct Logging {
 enum Command {
     /// Run a Connect-compatible simulator (tests, benchmarks, demo; no 1Password account).
     ConnectSim(ConnectSimArgs),
+    /// Print the OnePasswordItem CustomResourceDefinition as YAML.
+    Crd,
     /// Check that a Connect host and token work, and optionally resolve an item path.
     ConnectCheck(ConnectCheckArgs),
 }
@@ -76,6 +78,10 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Command::ConnectSim(args) => connect_sim(args).await,
         Command::ConnectCheck(args) => connect_check(args).await,
+        Command::Crd => {
+            print!("{}", onepassword_operator::crd::crd_yaml());
+            Ok(())
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,343 @@
+//! The `OnePasswordItem` custom resource (`onepassword.com/v1`): the only source of `crds/`.
+//!
+//! It matches manifests written for 1Password's Go operator: `spec.itemPath`, and the Secret
+//! type as a **top-level** `type` field next to `spec`. Because of that top-level field the
+//! type is written by hand instead of with `#[derive(CustomResource)]`, and the CRD is
+//! assembled from schemars schemas with the same structural-schema rules kube uses.
+
+use std::borrow::Cow;
+
+use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
+    CustomResourceColumnDefinition, CustomResourceDefinition, CustomResourceDefinitionNames,
+    CustomResourceDefinitionSpec, CustomResourceDefinitionVersion, CustomResourceSubresourceStatus,
+    CustomResourceSubresources, CustomResourceValidation, JSONSchemaProps,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use kube::core::TypeMeta;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+pub const GROUP: &str = "onepassword.com";
+pub const VERSION: &str = "v1";
+pub const KIND: &str = "OnePasswordItem";
+pub const PLURAL: &str = "onepassworditems";
+/// `vaults/<vault id or title>/items/<item id or title>`: four non-empty parts.
+pub const ITEM_PATH_PATTERN: &str = "^vaults/[^/]+/items/[^/]+$";
+
+/// What a `OnePasswordItem` asks for.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OnePasswordItemSpec {
+    /// The item to sync: `vaults/<vault id or title>/items/<item id or title>`.
+    #[schemars(length(min = 1, max = 1024))]
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": "self.matches('^vaults/[^/]+/items/[^/]+$')",
+        "message": "itemPath must look like vaults/<vault id or title>/items/<item id or title>"
+    }]))]
+    pub item_path: String,
+}
+
+/// One condition, following the Kubernetes API conventions. Every field but `type` and
+/// `status` is optional so that objects written by 1Password's Go operator still decode.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ItemCondition {
+    /// `Ready`.
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// `True`, `False` or `Unknown`.
+    pub status: String,
+    /// A CamelCase word for machines (`Synced`, `ItemNotFound`, `ConnectUnavailable`, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// A sentence for people. Never holds a secret value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_transition_time: Option<Time>,
+    /// The `metadata.generation` this condition was computed for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}
+
+/// What the operator last did for a `OnePasswordItem`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OnePasswordItemStatus {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<ItemCondition>,
+    /// The `itemPath` the ids below were resolved from; a new path is resolved again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved_item_path: Option<String>,
+    /// Vault id `itemPath` resolved to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vault_id: Option<String>,
+    /// Item id `itemPath` resolved to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub item_id: Option<String>,
+    /// The item `version` the Secret holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub item_version: Option<u64>,
+    /// When the Secret last matched the item.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_synced_at: Option<Time>,
+    /// The `metadata.generation` last processed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}
+
+/// A `OnePasswordItem` object.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct OnePasswordItem {
+    /// `apiVersion` and `kind`; absent in some list responses.
+    #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
+    pub types: Option<TypeMeta>,
+    pub metadata: ObjectMeta,
+    #[serde(default)]
+    pub spec: OnePasswordItemSpec,
+    /// Type of the Secret to create (`Opaque` when empty), e.g. `kubernetes.io/dockerconfigjson`.
+    /// Top-level, as in 1Password's Go operator.
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub secret_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<OnePasswordItemStatus>,
+}
+
+impl OnePasswordItem {
+    pub fn new(name: &str, spec: OnePasswordItemSpec) -> Self {
+        Self {
+            types: Some(TypeMeta {
+                api_version: format!("{GROUP}/{VERSION}"),
+                kind: KIND.into(),
+            }),
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                ..ObjectMeta::default()
+            },
+            spec,
+            secret_type: None,
+            status: None,
+        }
+    }
+}
+
+impl kube::Resource for OnePasswordItem {
+    type DynamicType = ();
+    type Scope = NamespaceResourceScope;
+
+    fn kind(_: &()) -> Cow<'_, str> {
+        KIND.into()
+    }
+
+    fn group(_: &()) -> Cow<'_, str> {
+        GROUP.into()
+    }
+
+    fn version(_: &()) -> Cow<'_, str> {
+        VERSION.into()
+    }
+
+    fn plural(_: &()) -> Cow<'_, str> {
+        PLURAL.into()
+    }
+
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+}
+
+/// A structural OpenAPI v3 schema of `T`, with the transforms `#[derive(CustomResource)]` uses.
+fn structural_schema<T: JsonSchema>() -> serde_json::Value {
+    let generator = schemars::generate::SchemaSettings::openapi3()
+        .with(|s| {
+            s.inline_subschemas = true;
+            s.meta_schema = None;
+        })
+        .with_transform(schemars::transform::AddNullable::default())
+        .with_transform(kube::core::schema::StructuralSchemaRewriter)
+        .with_transform(kube::core::schema::OptionalEnum)
+        .into_generator();
+    let mut schema = serde_json::to_value(generator.into_root_schema_for::<T>()).expect("schema encodes");
+    if let Some(object) = schema.as_object_mut() {
+        object.remove("title");
+    }
+    schema
+}
+
+fn ready_column(name: &str, json_path: &str, type_: &str, description: &str) -> CustomResourceColumnDefinition {
+    CustomResourceColumnDefinition {
+        name: name.into(),
+        json_path: json_path.into(),
+        type_: type_.into(),
+        description: Some(description.into()),
+        ..CustomResourceColumnDefinition::default()
+    }
+}
+
+/// The CustomResourceDefinition of `OnePasswordItem`.
+pub fn crd() -> CustomResourceDefinition {
+    let schema = json!({
+        "type": "object",
+        "description": "Syncs one 1Password item, read through 1Password Connect, into a Secret of the same name and namespace.",
+        "required": ["spec"],
+        "properties": {
+            "apiVersion": {"type": "string"},
+            "kind": {"type": "string"},
+            "metadata": {"type": "object"},
+            "spec": structural_schema::<OnePasswordItemSpec>(),
+            "type": {
+                "type": "string",
+                "maxLength": 253,
+                "description": "Type of the Secret (Opaque when empty), e.g. kubernetes.io/dockerconfigjson. Top-level, as in 1Password's Go operator."
+            },
+            "status": structural_schema::<OnePasswordItemStatus>(),
+        }
+    });
+    let schema: JSONSchemaProps = serde_json::from_value(schema).expect("CRD schema is valid");
+    CustomResourceDefinition {
+        metadata: ObjectMeta {
+            name: Some(format!("{PLURAL}.{GROUP}")),
+            ..ObjectMeta::default()
+        },
+        spec: CustomResourceDefinitionSpec {
+            group: GROUP.into(),
+            names: CustomResourceDefinitionNames {
+                kind: KIND.into(),
+                list_kind: Some(format!("{KIND}List")),
+                plural: PLURAL.into(),
+                singular: Some("onepassworditem".into()),
+                short_names: Some(vec!["opi".into()]),
+                categories: Some(vec!["onepassword".into()]),
+            },
+            scope: "Namespaced".into(),
+            versions: vec![CustomResourceDefinitionVersion {
+                name: VERSION.into(),
+                served: true,
+                storage: true,
+                schema: Some(CustomResourceValidation {
+                    open_api_v3_schema: Some(schema),
+                }),
+                // `{}` enables the status subresource; the type's default would encode as `null`.
+                subresources: Some(CustomResourceSubresources {
+                    status: Some(CustomResourceSubresourceStatus(json!({}))),
+                    scale: None,
+                }),
+                additional_printer_columns: Some(vec![
+                    ready_column(
+                        "Ready",
+                        r#".status.conditions[?(@.type=="Ready")].status"#,
+                        "string",
+                        "Whether the Secret matches the item",
+                    ),
+                    ready_column(
+                        "Reason",
+                        r#".status.conditions[?(@.type=="Ready")].reason"#,
+                        "string",
+                        "Why, in one word",
+                    ),
+                    ready_column(
+                        "Version",
+                        ".status.itemVersion",
+                        "integer",
+                        "Item version held by the Secret",
+                    ),
+                    ready_column("Age", ".metadata.creationTimestamp", "date", "Time since creation"),
+                ]),
+                ..CustomResourceDefinitionVersion::default()
+            }],
+            ..CustomResourceDefinitionSpec::default()
+        },
+        status: None,
+    }
+}
+
+/// The CRD as YAML, exactly as committed in `crds/`.
+pub fn crd_yaml() -> String {
+    let header = "# Generated by `onepassword-operator crd` from src/crd.rs. Do not edit.\n";
+    format!("{header}{}", serde_yaml_ng::to_string(&crd()).expect("CRD encodes"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn go_operator_manifests_decode() {
+        let manifest = r#"
+apiVersion: onepassword.com/v1
+kind: OnePasswordItem
+metadata: { name: docker-secret, namespace: apps }
+type: kubernetes.io/dockerconfigjson
+spec: { itemPath: "vaults/Prod/items/Docker Hub" }
+status:
+  conditions: [{ type: Ready, status: "True", lastTransitionTime: "2024-01-01T00:00:00Z", message: "" }]
+"#;
+        let item: OnePasswordItem = serde_yaml_ng::from_str(manifest).unwrap();
+        assert_eq!(item.secret_type.as_deref(), Some("kubernetes.io/dockerconfigjson"));
+        assert_eq!(item.spec.item_path, "vaults/Prod/items/Docker Hub");
+        assert_eq!(
+            item.status.unwrap().conditions[0].reason,
+            None,
+            "Go conditions have no reason"
+        );
+    }
+
+    #[test]
+    fn serializes_api_version_kind_and_top_level_type() {
+        let mut item = OnePasswordItem::new(
+            "x",
+            OnePasswordItemSpec {
+                item_path: "vaults/a/items/b".into(),
+            },
+        );
+        item.secret_type = Some("Opaque".into());
+        let value = serde_json::to_value(&item).unwrap();
+        assert_eq!(value["apiVersion"], "onepassword.com/v1");
+        assert_eq!(value["kind"], "OnePasswordItem");
+        assert_eq!(value["type"], "Opaque");
+        assert_eq!(value["spec"]["itemPath"], "vaults/a/items/b");
+    }
+
+    #[test]
+    fn crd_schema_validates_item_path_and_has_printer_columns() {
+        let crd = serde_json::to_value(crd()).unwrap();
+        let version = &crd["spec"]["versions"][0];
+        let item_path = &version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["itemPath"];
+        assert_eq!(
+            item_path["x-kubernetes-validations"][0]["rule"],
+            format!("self.matches('{ITEM_PATH_PATTERN}')")
+        );
+        assert_eq!(
+            version["schema"]["openAPIV3Schema"]["properties"]["spec"]["required"],
+            json!(["itemPath"])
+        );
+        let columns: Vec<&str> = version["additionalPrinterColumns"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(columns, ["Ready", "Reason", "Version", "Age"]);
+        assert_eq!(crd["spec"]["names"]["shortNames"], json!(["opi"]));
+        assert_eq!(
+            version["subresources"]["status"],
+            json!({}),
+            "the status subresource is on"
+        );
+    }
+
+    #[test]
+    fn committed_crd_matches_the_code() {
+        let committed = include_str!("../crds/onepassworditems.onepassword.com.yaml");
+        assert!(
+            committed == crd_yaml(),
+            "crds/ drifted from src/crd.rs: run `cargo run -- crd > crds/onepassworditems.onepassword.com.yaml`"
+        );
+    }
+}

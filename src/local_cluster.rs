@@ -1,0 +1,504 @@
+//! A local Kubernetes control plane: `etcd` and `kube-apiserver` run as processes on
+//! loopback, as controller-runtime's envtest does. Used by the integration tests, the
+//! benchmarks and the demo. There is no controller-manager or scheduler, so nothing
+//! garbage-collects through ownerReferences and no pod ever runs.
+//!
+//! The apiserver runs with RBAC on and knows three identities: an admin
+//! (`system:masters`), a user with no grants, and ServiceAccounts through TokenRequest.
+//! Every process is started under a watchdog that kills it when this process goes away,
+//! whether by drop, panic or kill, so no process is left orphaned.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, Patch, PatchParams};
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+use secrecy::SecretString;
+
+/// Environment variable naming the directory with `etcd`, `kube-apiserver` and `helm`.
+pub const BIN_DIR_ENV: &str = "OPO_CONTROL_PLANE_BIN_DIR";
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+const ADMIN_USER: &str = "opo-admin";
+/// A user that exists but holds no RBAC grant: for least-privilege tests.
+pub const PLAIN_USER: &str = "opo-user";
+
+/// Where the control-plane binaries are.
+#[derive(Clone, Debug)]
+pub struct ControlPlaneBinaries {
+    pub dir: PathBuf,
+}
+
+impl ControlPlaneBinaries {
+    /// From `OPO_CONTROL_PLANE_BIN_DIR`, else from the cache that
+    /// `scripts/control-plane-bins` fills (asked with `--print-dir`, which builds nothing).
+    pub fn locate(repo_root: &Path) -> Result<Self, String> {
+        let dir = match std::env::var_os(BIN_DIR_ENV) {
+            Some(dir) => PathBuf::from(dir),
+            None => {
+                let script = repo_root.join("scripts/control-plane-bins");
+                let output = Command::new(&script)
+                    .arg("--print-dir")
+                    .output()
+                    .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
+                PathBuf::from(String::from_utf8_lossy(&output.stdout).trim())
+            }
+        };
+        let binaries = Self { dir };
+        for name in ["etcd", "kube-apiserver"] {
+            let path = binaries.dir.join(name);
+            if !path.is_file() {
+                return Err(format!(
+                    "{} is missing: run scripts/control-plane-bins to build the control plane (or set {BIN_DIR_ENV})",
+                    path.display()
+                ));
+            }
+        }
+        Ok(binaries)
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+}
+
+/// Which identity a client acts as.
+#[derive(Clone, Debug)]
+pub enum Identity {
+    /// `system:masters`: everything.
+    Admin,
+    /// An authenticated user with no grant, until a test binds one to [`PLAIN_USER`].
+    PlainUser,
+    /// Any bearer token, e.g. a ServiceAccount's from TokenRequest.
+    Token(String),
+}
+
+/// A process under a watchdog: when the write end of the watchdog's stdin closes (drop,
+/// or this process exiting for any reason), the watchdog stops the child.
+struct Supervised {
+    name: &'static str,
+    watchdog: Child,
+    stdin: Option<ChildStdin>,
+    pid_file: PathBuf,
+    log: PathBuf,
+}
+
+const WATCHDOG: &str = r#"
+"$@" </dev/null >>"$OPO_LOG" 2>&1 &
+child=$!
+echo "$child" >"$OPO_PID_FILE"
+while read -r _; do :; done
+# Throwaway test processes: a short grace period, then SIGKILL.
+kill -TERM "$child" 2>/dev/null
+for _ in $(seq 20); do kill -0 "$child" 2>/dev/null || break; sleep 0.1; done
+kill -KILL "$child" 2>/dev/null
+wait "$child" 2>/dev/null
+if [ -n "${OPO_CLEANUP_DIR:-}" ]; then rm -rf "$OPO_CLEANUP_DIR"; fi
+exit 0
+"#;
+
+impl Supervised {
+    /// Starts `program`; with `cleanup`, the watchdog also removes that directory once the
+    /// process is gone (a `static` cluster is never dropped, and a killed test never cleans).
+    fn spawn(name: &'static str, work: &Path, program: &Path, args: &[String], cleanup: bool) -> Result<Self, String> {
+        let log = work.join(format!("{name}.log"));
+        let pid_file = work.join(format!("{name}.pid"));
+        let watchdog = Command::new("bash")
+            .arg("-c")
+            .arg(WATCHDOG)
+            .arg(name)
+            .arg(program)
+            .args(args)
+            .env("OPO_LOG", &log)
+            .env("OPO_PID_FILE", &pid_file)
+            .env(
+                "OPO_CLEANUP_DIR",
+                if cleanup {
+                    work.as_os_str()
+                } else {
+                    std::ffi::OsStr::new("")
+                },
+            )
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot start {name} ({}): {e}", program.display()))?;
+        let mut supervised = Self {
+            name,
+            watchdog,
+            stdin: None,
+            pid_file,
+            log,
+        };
+        supervised.stdin = supervised.watchdog.stdin.take();
+        Ok(supervised)
+    }
+
+    /// The real process id (not the watchdog's), once it is known.
+    fn pid(&self) -> Option<u32> {
+        std::fs::read_to_string(&self.pid_file).ok()?.trim().parse().ok()
+    }
+
+    fn is_running(&self) -> bool {
+        self.pid()
+            .is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists())
+    }
+
+    /// The error lines of the process's log (klog `E`/`F` lines), else its last lines.
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let is_error = |l: &&str| {
+            let b = l.as_bytes();
+            (b.len() > 5 && matches!(b[0], b'E' | b'F') && b[1..5].iter().all(u8::is_ascii_digit))
+                || l.contains("\"level\":\"fatal\"")
+        };
+        let errors: Vec<&str> = text.lines().filter(is_error).collect();
+        let lines: Vec<&str> = if errors.is_empty() {
+            text.lines().collect()
+        } else {
+            errors
+        };
+        lines[lines.len().saturating_sub(15)..].join("\n")
+    }
+
+    /// Resident memory in KiB, from `/proc`.
+    fn rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()?)).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    }
+
+    fn stop(&mut self) {
+        drop(self.stdin.take());
+        let _ = self.watchdog.wait();
+    }
+}
+
+impl Drop for Supervised {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A running etcd + kube-apiserver.
+pub struct LocalCluster {
+    /// `https://127.0.0.1:<port>`.
+    pub server: String,
+    /// CA of the apiserver's serving certificate.
+    pub ca_pem: String,
+    ca_der: Vec<u8>,
+    /// How long start-up took, until `/readyz` answered.
+    pub startup: Duration,
+    admin_token: String,
+    user_token: String,
+    // Declared before `work` so that the processes stop before their directory goes.
+    apiserver: Supervised,
+    etcd: Supervised,
+    work: tempfile::TempDir,
+}
+
+impl std::fmt::Debug for LocalCluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalCluster")
+            .field("server", &self.server)
+            .field("work", &self.work.path())
+            .finish()
+    }
+}
+
+fn free_port() -> Result<u16, String> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| format!("no free port: {e}"))?;
+    Ok(listener.local_addr().map_err(|e| e.to_string())?.port())
+}
+
+fn random_token() -> String {
+    crate::sim::generate::random_id()
+}
+
+fn write(path: &Path, contents: &str) -> Result<(), String> {
+    let mut file = std::fs::File::create(path).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    file.write_all(contents.as_bytes())
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+/// A CA and a serving certificate for 127.0.0.1 and localhost.
+struct ServingCertificates {
+    ca_pem: String,
+    ca_der: Vec<u8>,
+    cert_pem: String,
+    key_pem: String,
+}
+
+fn serving_certificates() -> Result<ServingCertificates, String> {
+    let err = |e: rcgen::Error| format!("cannot create certificates: {e}");
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(err)?;
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "onepassword-operator local CA");
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().map_err(err)?).map_err(err)?;
+    let key = KeyPair::generate().map_err(err)?;
+    let mut params = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()]).map_err(err)?;
+    params.distinguished_name.push(DnType::CommonName, "kube-apiserver");
+    let cert = params.signed_by(&key, &ca).map_err(err)?;
+    Ok(ServingCertificates {
+        ca_pem: ca.pem(),
+        ca_der: ca.der().to_vec(),
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+    })
+}
+
+impl LocalCluster {
+    /// Starts etcd and kube-apiserver on free loopback ports and waits for `/readyz`.
+    pub async fn start(binaries: &ControlPlaneBinaries) -> Result<Self, String> {
+        let started = Instant::now();
+        let work = tempfile::Builder::new()
+            .prefix("opo-control-plane-")
+            .tempdir()
+            .map_err(|e| format!("cannot create a work directory: {e}"))?;
+        let dir = work.path();
+
+        let certs = serving_certificates()?;
+        write(&dir.join("ca.crt"), &certs.ca_pem)?;
+        write(&dir.join("apiserver.crt"), &certs.cert_pem)?;
+        write(&dir.join("apiserver.key"), &certs.key_pem)?;
+        let sa_key = KeyPair::generate().map_err(|e| format!("cannot create the service-account key: {e}"))?;
+        write(&dir.join("sa.key"), &sa_key.serialize_pem())?;
+        write(&dir.join("sa.pub"), &sa_key.public_key_pem())?;
+        let (admin_token, user_token) = (random_token(), random_token());
+        write(
+            &dir.join("tokens.csv"),
+            &format!(
+                "{admin_token},{ADMIN_USER},{ADMIN_USER},\"system:masters\"\n{user_token},{PLAIN_USER},{PLAIN_USER}\n"
+            ),
+        )?;
+
+        let (etcd_port, peer_port, api_port) = (free_port()?, free_port()?, free_port()?);
+        let etcd_args: Vec<String> = vec![
+            "--name=default".into(),
+            format!("--data-dir={}", dir.join("etcd").display()),
+            format!("--listen-client-urls=http://127.0.0.1:{etcd_port}"),
+            format!("--advertise-client-urls=http://127.0.0.1:{etcd_port}"),
+            format!("--listen-peer-urls=http://127.0.0.1:{peer_port}"),
+            format!("--initial-advertise-peer-urls=http://127.0.0.1:{peer_port}"),
+            format!("--initial-cluster=default=http://127.0.0.1:{peer_port}"),
+            // Test data: durability is not worth the fsync latency.
+            "--unsafe-no-fsync".into(),
+            "--log-level=warn".into(),
+        ];
+        // etcd is the last user of the work directory: its watchdog removes it.
+        let etcd = Supervised::spawn("etcd", dir, &binaries.path("etcd"), &etcd_args, true)?;
+
+        let api_args: Vec<String> = vec![
+            format!("--etcd-servers=http://127.0.0.1:{etcd_port}"),
+            "--bind-address=127.0.0.1".into(),
+            "--advertise-address=127.0.0.1".into(),
+            // The `kubernetes` Service endpoints cannot point at loopback; nothing routes here anyway.
+            "--endpoint-reconciler-type=none".into(),
+            format!("--secure-port={api_port}"),
+            format!("--tls-cert-file={}", dir.join("apiserver.crt").display()),
+            format!("--tls-private-key-file={}", dir.join("apiserver.key").display()),
+            format!("--cert-dir={}", dir.join("certs").display()),
+            format!("--token-auth-file={}", dir.join("tokens.csv").display()),
+            "--authorization-mode=RBAC".into(),
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local".into(),
+            format!("--service-account-key-file={}", dir.join("sa.pub").display()),
+            format!("--service-account-signing-key-file={}", dir.join("sa.key").display()),
+            "--service-cluster-ip-range=10.96.0.0/24".into(),
+            "--allow-privileged=true".into(),
+            // No controller-manager creates default ServiceAccounts, which this plugin requires.
+            "--disable-admission-plugins=ServiceAccount".into(),
+            "--enable-priority-and-fairness=false".into(),
+        ];
+        let mut apiserver = Supervised::spawn(
+            "kube-apiserver",
+            dir,
+            &binaries.path("kube-apiserver"),
+            &api_args,
+            false,
+        )?;
+
+        let server = format!("https://127.0.0.1:{api_port}");
+        crate::connect::client::install_crypto_provider();
+        let http = reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_der(&certs.ca_der).map_err(|e| e.to_string())?)
+            .timeout(Duration::from_secs(5))
+            .build()
+            .map_err(|e| e.to_string())?;
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            let ready = http
+                .get(format!("{server}/readyz"))
+                .bearer_auth(&admin_token)
+                .send()
+                .await;
+            if matches!(&ready, Ok(r) if r.status().is_success()) {
+                break;
+            }
+            for process in [&etcd, &apiserver] {
+                if process.pid().is_some() && !process.is_running() {
+                    return Err(format!(
+                        "{} exited during start-up:\n{}",
+                        process.name,
+                        process.log_tail()
+                    ));
+                }
+            }
+            if Instant::now() > deadline {
+                let last = match ready {
+                    Ok(r) => format!("status {}", r.status()),
+                    Err(e) => crate::error_chain(&e),
+                };
+                apiserver.stop();
+                return Err(format!(
+                    "kube-apiserver not ready after {}s ({last}); its log ends with:\n{}",
+                    READY_TIMEOUT.as_secs(),
+                    apiserver.log_tail()
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        Ok(Self {
+            server,
+            ca_pem: certs.ca_pem,
+            ca_der: certs.ca_der,
+            startup: started.elapsed(),
+            admin_token,
+            user_token,
+            apiserver,
+            etcd,
+            work,
+        })
+    }
+
+    fn token(&self, identity: &Identity) -> String {
+        match identity {
+            Identity::Admin => self.admin_token.clone(),
+            Identity::PlainUser => self.user_token.clone(),
+            Identity::Token(token) => token.clone(),
+        }
+    }
+
+    /// A client configuration acting as `identity`.
+    pub fn kube_config(&self, identity: &Identity) -> kube::Config {
+        let mut config = kube::Config::new(self.server.parse().expect("server URL"));
+        config.root_cert = Some(vec![self.ca_der.clone()]);
+        config.auth_info.token = Some(SecretString::from(self.token(identity)));
+        config
+    }
+
+    /// An admin client; create it in the runtime that uses it.
+    pub fn admin_client(&self) -> Result<kube::Client, String> {
+        self.client(&Identity::Admin)
+    }
+
+    pub fn client(&self, identity: &Identity) -> Result<kube::Client, String> {
+        crate::connect::client::install_crypto_provider();
+        kube::Client::try_from(self.kube_config(identity)).map_err(|e| format!("cannot build a kube client: {e}"))
+    }
+
+    /// A kubeconfig file for `identity`, for helm and for operator processes.
+    pub fn write_kubeconfig(&self, identity: &Identity, path: &Path) -> Result<(), String> {
+        use base64::Engine as _;
+        let ca = base64::engine::general_purpose::STANDARD.encode(&self.ca_pem);
+        let yaml = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: local\n  cluster:\n    server: {}\n    certificate-authority-data: {ca}\nusers:\n- name: user\n  user:\n    token: {}\ncontexts:\n- name: local\n  context:\n    cluster: local\n    user: user\n    namespace: default\ncurrent-context: local\n",
+            self.server,
+            self.token(identity)
+        );
+        write(path, &yaml)
+    }
+
+    /// Resident memory of (etcd, kube-apiserver) in KiB.
+    pub fn rss_kib(&self) -> (Option<u64>, Option<u64>) {
+        (self.etcd.rss_kib(), self.apiserver.rss_kib())
+    }
+
+    pub fn work_dir(&self) -> &Path {
+        self.work.path()
+    }
+
+    /// Applies a CRD (server-side) and waits until it is established and served.
+    pub async fn apply_crd(&self, client: &kube::Client, crd: &CustomResourceDefinition) -> Result<(), String> {
+        let name = crd.metadata.name.clone().ok_or("the CRD has no name")?;
+        let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+        api.patch(
+            &name,
+            &PatchParams::apply("onepassword-operator-tests").force(),
+            &Patch::Apply(crd),
+        )
+        .await
+        .map_err(|e| format!("cannot apply CRD {name}: {e}"))?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let current = api
+                .get(&name)
+                .await
+                .map_err(|e| format!("cannot read CRD {name}: {e}"))?;
+            let established = current
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|c| c.iter().any(|c| c.type_ == "Established" && c.status == "True"));
+            if established {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(format!("CRD {name} not established after 30s"));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// A fresh token of a ServiceAccount (TokenRequest), to act exactly as a pod of it would.
+    pub async fn service_account_token(
+        &self,
+        client: &kube::Client,
+        namespace: &str,
+        name: &str,
+    ) -> Result<String, String> {
+        use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+        use k8s_openapi::api::core::v1::ServiceAccount;
+        let api: Api<ServiceAccount> = Api::namespaced(client.clone(), namespace);
+        let request = TokenRequest {
+            spec: TokenRequestSpec {
+                expiration_seconds: Some(3600),
+                ..TokenRequestSpec::default()
+            },
+            ..TokenRequest::default()
+        };
+        let answer: TokenRequest = api
+            .create_subresource("token", name, &kube::api::PostParams::default(), &request)
+            .await
+            .map_err(|e| format!("TokenRequest for {namespace}/{name} failed: {e}"))?;
+        answer
+            .status
+            .map(|s| s.token)
+            .ok_or_else(|| "TokenRequest returned no token".into())
+    }
+
+    /// Applies every CRD in a directory of YAML files (`crds/`).
+    pub async fn install_crds(&self, client: &kube::Client, dir: &Path) -> Result<usize, String> {
+        let mut count = 0;
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map_err(|e| format!("cannot read {}: {e}", dir.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
+            .collect();
+        entries.sort();
+        for path in entries {
+            let text = std::fs::read_to_string(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            let crd: CustomResourceDefinition =
+                serde_yaml_ng::from_str(&text).map_err(|e| format!("{} is not a CRD: {e}", path.display()))?;
+            self.apply_crd(client, &crd).await?;
+            count += 1;
+        }
+        Ok(count)
+    }
+}

@@ -1,0 +1,77 @@
+//! Shared by the integration tests that need Kubernetes: one local control plane per test
+//! binary (started on first use, stopped when the binary exits), a fresh namespace per test.
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::sync::OnceLock;
+
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Api, ObjectMeta, PostParams};
+use onepassword_operator::local_cluster::{ControlPlaneBinaries, LocalCluster};
+
+/// The control plane of this test binary, with `crds/` installed. `None` (with a message)
+/// when the binaries are missing outside CI; with `CI=true` that is a failure instead.
+pub fn cluster() -> Option<&'static LocalCluster> {
+    // The outcome is kept, failure included, so that one failed start is not retried by every test.
+    static CLUSTER: OnceLock<Option<Result<LocalCluster, String>>> = OnceLock::new();
+    let outcome = CLUSTER.get_or_init(|| {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let binaries = match ControlPlaneBinaries::locate(root) {
+            Ok(binaries) => binaries,
+            Err(message) if std::env::var("CI").is_ok_and(|v| v == "true") => panic!("{message}"),
+            Err(message) => {
+                eprintln!("SKIPPED: {message}");
+                return None;
+            }
+        };
+        // Its own thread and runtime: the processes outlive every test's runtime.
+        let started = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                let cluster = LocalCluster::start(&binaries).await?;
+                let client = cluster.admin_client()?;
+                cluster.install_crds(&client, &root.join("crds")).await?;
+                Ok::<_, String>(cluster)
+            })
+        })
+        .join()
+        .expect("control-plane start-up thread");
+        Some(started)
+    });
+    match outcome {
+        None => None,
+        Some(Ok(cluster)) => Some(cluster),
+        Some(Err(message)) => panic!("the local control plane did not start: {message}"),
+    }
+}
+
+/// Returns the control plane, or ends the test early where it may be skipped.
+#[macro_export]
+macro_rules! require_cluster {
+    () => {
+        match support::cluster() {
+            Some(cluster) => cluster,
+            None => return,
+        }
+    };
+}
+
+/// Creates a namespace of its own for one test.
+pub async fn namespace(client: &kube::Client, prefix: &str) -> String {
+    let name = format!("{prefix}-{}", &onepassword_operator::sim::generate::random_id()[..6]);
+    let api: Api<Namespace> = Api::all(client.clone());
+    let ns = Namespace {
+        metadata: ObjectMeta {
+            name: Some(name.clone()),
+            ..ObjectMeta::default()
+        },
+        ..Namespace::default()
+    };
+    api.create(&PostParams::default(), &ns)
+        .await
+        .expect("namespace created");
+    name
+}
