@@ -2,17 +2,23 @@
 //! through a 1Password Connect server.
 //!
 //! - [`connect`]: the Connect API client (models, errors, filters, resolution).
+//! - [`controller`]: the OnePasswordItem controller (resolve → fetch → build → apply → status).
+//! - [`secret`]: the pure item → Secret mapping.
 //! - [`crd`]: the `OnePasswordItem` custom resource and its CRD.
 //! - [`sim`]: a Connect-compatible simulator for tests, benchmarks and the demo.
 //! - [`cli`], [`check`]: shared command-line settings and `connect-check`.
 //! - [`local_cluster`]: etcd + kube-apiserver as local processes (tests, benchmarks, demo).
 //! - [`telemetry`]: logging setup shared by every subcommand.
 
+pub mod annotations;
 pub mod check;
 pub mod cli;
 pub mod connect;
+pub mod controller;
 pub mod crd;
 pub mod local_cluster;
+pub mod metrics;
+pub mod secret;
 pub mod sim;
 pub mod telemetry;
 

@@ -4,9 +4,15 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{ArgAction, Args, Parser, Subcommand};
 use onepassword_operator::cli::ConnectArgs;
 use onepassword_operator::connect::ConnectClient;
+use onepassword_operator::controller::{self, Context, Settings};
+use onepassword_operator::metrics::Metrics;
+use onepassword_operator::secret::MappingOptions;
 use onepassword_operator::sim::{self, DataFile, SimConfig};
 use onepassword_operator::telemetry::{self, LogFormat};
 
@@ -35,12 +41,38 @@ struct Logging {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Run the operator: sync OnePasswordItems into Secrets.
+    Run(RunArgs),
     /// Run a Connect-compatible simulator (tests, benchmarks, demo; no 1Password account).
     ConnectSim(ConnectSimArgs),
     /// Print the OnePasswordItem CustomResourceDefinition as YAML.
     Crd,
     /// Check that a Connect host and token work, and optionally resolve an item path.
     ConnectCheck(ConnectCheckArgs),
+}
+
+#[derive(Args, Debug)]
+struct RunArgs {
+    #[command(flatten)]
+    connect: ConnectArgs,
+    /// Namespaces to watch, comma-separated; empty watches all.
+    #[arg(long, env = "WATCH_NAMESPACE", default_value = "", value_delimiter = ',')]
+    watch_namespace: Vec<String>,
+    /// Seconds between looks at each item (and the oldest a cached item may be).
+    #[arg(long, env = "POLLING_INTERVAL", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..))]
+    polling_interval: u64,
+    /// Restart workloads whose Secret changed, unless an annotation says otherwise.
+    #[arg(long, env = "AUTO_RESTART", action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true", default_value_t = false)]
+    auto_restart: bool,
+    /// Also sync Secrets for workloads annotated with operator.1password.io/item-path.
+    #[arg(long, env = "ENABLE_ANNOTATIONS", action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true", default_value_t = false)]
+    enable_annotations: bool,
+    /// Keep fields whose value is empty (as empty Secret keys).
+    #[arg(long, env = "ALLOW_EMPTY_VALUES", action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true", default_value_t = false)]
+    allow_empty_values: bool,
+    /// Reconciles running at once.
+    #[arg(long, env = "OP_CONCURRENCY", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..))]
+    concurrency: u16,
 }
 
 #[derive(Args, Debug)]
@@ -76,6 +108,7 @@ async fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     let result = match cli.command {
+        Command::Run(args) => run(args).await,
         Command::ConnectSim(args) => connect_sim(args).await,
         Command::ConnectCheck(args) => connect_check(args).await,
         Command::Crd => {
@@ -120,5 +153,41 @@ async fn connect_check(args: ConnectCheckArgs) -> Result<(), String> {
     let client = ConnectClient::new(args.connect.to_config()?).map_err(|e| onepassword_operator::error_chain(&e))?;
     let report = onepassword_operator::check::connect_check(&client, args.item_path.as_deref()).await?;
     print!("{report}");
+    Ok(())
+}
+
+async fn run(args: RunArgs) -> Result<(), String> {
+    let metrics = Arc::new(Metrics::default());
+    let connect = ConnectClient::with_metrics(args.connect.to_config()?, metrics.connect.clone())
+        .map_err(|e| onepassword_operator::error_chain(&e))?;
+    onepassword_operator::connect::client::install_crypto_provider();
+    let client = kube::Client::try_default().await.map_err(|e| {
+        format!(
+            "cannot configure the Kubernetes client (in-cluster or KUBECONFIG): {}",
+            onepassword_operator::error_chain(&e)
+        )
+    })?;
+    let namespaces: Vec<String> = args
+        .watch_namespace
+        .into_iter()
+        .map(|n| n.trim().to_owned())
+        .filter(|n| !n.is_empty())
+        .collect();
+    if args.enable_annotations || args.auto_restart {
+        tracing::warn!(
+            "annotated workloads and automatic restarts are not implemented yet; the flags are accepted and ignored"
+        );
+    }
+    let settings = Settings {
+        namespaces,
+        polling_interval: Duration::from_secs(args.polling_interval),
+        mapping: MappingOptions {
+            allow_empty_values: args.allow_empty_values,
+        },
+        concurrency: args.concurrency,
+    };
+    tracing::info!(namespaces = ?settings.namespaces, interval = ?settings.polling_interval, "starting the OnePasswordItem controller");
+    let ctx = Arc::new(Context::new(client, connect, settings, metrics));
+    controller::run(ctx).await;
     Ok(())
 }

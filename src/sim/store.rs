@@ -78,7 +78,14 @@ impl Store {
                 items: IndexMap::new(),
             };
             let mut titles_seen: HashMap<&str, usize> = HashMap::new();
-            for item_spec in &spec.items {
+            for (index, item_spec) in spec.items.iter().enumerate() {
+                // Items count as created in file order, a millisecond apart, so that "the
+                // oldest of several items with one title" is the first one in the file.
+                let created = now
+                    .checked_add(jiff::SignedDuration::from_millis(
+                        index as i64 - spec.items.len() as i64,
+                    ))
+                    .unwrap_or(now);
                 let context = |e: String| format!("vault {:?}, item {:?}: {e}", spec.name, item_spec.title);
                 // Items may share a title (that is how ambiguity is tested): number the repeats.
                 let nth = titles_seen.entry(&item_spec.title).or_default();
@@ -115,8 +122,8 @@ impl Store {
                         favorite: item_spec.favorite,
                         tags: item_spec.tags.clone(),
                         version: 1,
-                        created_at: Some(now),
-                        updated_at: Some(now),
+                        created_at: Some(created),
+                        updated_at: Some(created),
                         ..Item::default()
                     },
                     sections: item_spec.sections.clone(),

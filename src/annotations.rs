@@ -1,0 +1,32 @@
+//! Every label, annotation, tag and finalizer name the operator reads or writes, in one
+//! place. The `operator.1password.io/*` names are those of 1Password's Go operator.
+
+/// Label on every Secret we manage; the Secret watch selects on it, so memory does not grow
+/// with the cluster's other Secrets.
+pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+pub const MANAGED_BY_VALUE: &str = "onepassword-operator";
+
+/// On a Secret: the resolved `vaults/<vaultId>/items/<itemId>`. On a workload: the item to sync.
+pub const ITEM_PATH: &str = "operator.1password.io/item-path";
+/// On a workload: the name of the Secret to create from `item-path`.
+pub const ITEM_NAME: &str = "operator.1password.io/item-name";
+/// On a Secret: the item `version` it holds, as a decimal string.
+pub const ITEM_VERSION: &str = "operator.1password.io/item-version";
+/// `"true"`/`"false"` on a OnePasswordItem (copied to its Secret), Secret, workload or Namespace.
+pub const AUTO_RESTART: &str = "operator.1password.io/auto-restart";
+/// Written on a restarted workload's pod template.
+pub const LAST_RESTARTED: &str = "operator.1password.io/last-restarted";
+/// On an existing Secret that no OnePasswordItem owns: `"true"` lets the OnePasswordItem of
+/// the same name adopt (and overwrite) it. On the Secret, not the OnePasswordItem, so only
+/// someone who may already write that Secret can hand it over.
+pub const ALLOW_ADOPTION: &str = "operator.1password.io/allow-adoption";
+
+/// Item tag that freezes the Secret's data while present.
+pub const IGNORE_SECRET_TAG: &str = "operator.1password.io:ignore-secret";
+
+/// Finalizer of 1Password's Go operator. We use none (an operator that is down must not
+/// block namespace deletion), and remove this one from objects it left behind.
+pub const LEGACY_FINALIZER: &str = "onepassword.com/finalizer.secret";
+
+/// Field manager of every server-side apply.
+pub const FIELD_MANAGER: &str = "onepassword-operator";

@@ -1,0 +1,242 @@
+//! Writing the desired Secret: ownership checks, drift detection and the write itself.
+//!
+//! A Secret is written only when it differs from the desired one, so a steady state costs
+//! no write. Server-side apply (one field manager, forced) sets what we own; keys somebody
+//! added by hand belong to their manager and survive an apply, so they are removed with a
+//! second patch. A Secret's type cannot change in place: it is deleted (with uid and
+//! resourceVersion preconditions) and created again.
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
+use serde_json::{Map, Value};
+
+use super::error::Error;
+use super::status::Write;
+use crate::annotations::{ALLOW_ADOPTION, FIELD_MANAGER, ITEM_VERSION, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
+use crate::crd::KIND;
+
+/// Who an existing Secret belongs to, seen from one OnePasswordItem.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ownership {
+    /// Owned by this OnePasswordItem (by uid). Secrets made by 1Password's Go operator for
+    /// this object qualify too.
+    Ours,
+    /// Made by us for an earlier OnePasswordItem of the same name, or handed over with the
+    /// `allow-adoption` annotation.
+    Adoptable,
+    /// Anybody else's: never overwritten.
+    Foreign,
+}
+
+pub fn ownership(existing: &Secret, owner_uid: &str, owner_name: &str) -> Ownership {
+    let refs = existing.metadata.owner_references.as_deref().unwrap_or_default();
+    if refs.iter().any(|r| r.uid == owner_uid) {
+        return Ownership::Ours;
+    }
+    let labels = existing.metadata.labels.as_ref();
+    let ours_before = labels
+        .and_then(|l| l.get(MANAGED_BY_LABEL))
+        .is_some_and(|v| v == MANAGED_BY_VALUE)
+        && refs.iter().any(|r| r.kind == KIND && r.name == owner_name);
+    let handed_over = existing
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(ALLOW_ADOPTION))
+        .is_some_and(|v| v == "true");
+    if ours_before || handed_over {
+        Ownership::Adoptable
+    } else {
+        Ownership::Foreign
+    }
+}
+
+fn type_of(secret: &Secret) -> &str {
+    crate::secret::effective_type(secret.type_.as_deref())
+}
+
+/// Data keys the existing Secret has and the desired one lacks.
+pub fn extra_keys(existing: &Secret, desired: &Secret) -> Vec<String> {
+    let desired_keys = desired.data.as_ref();
+    existing
+        .data
+        .iter()
+        .flatten()
+        .map(|(k, _)| k)
+        .filter(|k| !desired_keys.is_some_and(|d| d.contains_key(*k)))
+        .cloned()
+        .collect()
+}
+
+/// Whether the existing Secret differs from the desired one in anything we set.
+pub fn needs_write(existing: &Secret, desired: &Secret) -> bool {
+    let empty = Default::default();
+    let data_differs = existing.data.as_ref().unwrap_or(&empty) != desired.data.as_ref().unwrap_or(&empty);
+    let subset = |want: &Option<std::collections::BTreeMap<String, String>>,
+                  have: &Option<std::collections::BTreeMap<String, String>>| {
+        want.iter()
+            .flatten()
+            .all(|(k, v)| have.as_ref().and_then(|h| h.get(k)) == Some(v))
+    };
+    let owner_missing = desired.metadata.owner_references.iter().flatten().any(|want| {
+        !existing
+            .metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .any(|have| have.uid == want.uid && have.controller == want.controller)
+    });
+    data_differs
+        || type_of(existing) != type_of(desired)
+        || !subset(&desired.metadata.labels, &existing.metadata.labels)
+        || !subset(&desired.metadata.annotations, &existing.metadata.annotations)
+        || owner_missing
+}
+
+/// Brings the Secret to the desired state; `existing` is what the API server has now.
+pub async fn apply_secret(api: &Api<Secret>, existing: Option<&Secret>, desired: &Secret) -> Result<Write, Error> {
+    let name = desired.metadata.name.as_deref().expect("desired Secrets have a name");
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    let Some(existing) = existing else {
+        api.patch(name, &params, &Patch::Apply(desired))
+            .await
+            .map_err(Error::kube("create Secret"))?;
+        return Ok(Write::Created);
+    };
+    if type_of(existing) != type_of(desired) {
+        let preconditions = Preconditions {
+            uid: existing.metadata.uid.clone(),
+            resource_version: existing.metadata.resource_version.clone(),
+        };
+        let params_delete = DeleteParams {
+            preconditions: Some(preconditions),
+            ..DeleteParams::default()
+        };
+        api.delete(name, &params_delete)
+            .await
+            .map_err(Error::kube("delete Secret to change its type"))?;
+        api.patch(name, &params, &Patch::Apply(desired))
+            .await
+            .map_err(Error::kube("create Secret with its new type"))?;
+        return Ok(Write::Recreated);
+    }
+    if !needs_write(existing, desired) {
+        return Ok(Write::Unchanged);
+    }
+    api.patch(name, &params, &Patch::Apply(desired))
+        .await
+        .map_err(Error::kube("update Secret"))?;
+    let extra = extra_keys(existing, desired);
+    if !extra.is_empty() {
+        let removals: Map<String, Value> = extra.into_iter().map(|k| (k, Value::Null)).collect();
+        let patch = serde_json::json!({ "data": removals });
+        api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map_err(Error::kube("remove extra keys from Secret"))?;
+    }
+    let same_version = existing.metadata.annotations.as_ref().and_then(|a| a.get(ITEM_VERSION))
+        == desired.metadata.annotations.as_ref().and_then(|a| a.get(ITEM_VERSION));
+    Ok(if same_version { Write::Repaired } else { Write::Updated })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::ByteString;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+    use std::collections::BTreeMap;
+
+    fn owner(uid: &str, name: &str) -> OwnerReference {
+        OwnerReference {
+            api_version: "onepassword.com/v1".into(),
+            kind: KIND.into(),
+            name: name.into(),
+            uid: uid.into(),
+            controller: Some(true),
+            block_owner_deletion: Some(true),
+        }
+    }
+
+    fn secret(data: &[(&str, &str)], owners: Vec<OwnerReference>) -> Secret {
+        Secret {
+            metadata: ObjectMeta {
+                name: Some("db".into()),
+                owner_references: Some(owners),
+                labels: Some(BTreeMap::from([(
+                    MANAGED_BY_LABEL.to_string(),
+                    MANAGED_BY_VALUE.to_string(),
+                )])),
+                annotations: Some(BTreeMap::from([(ITEM_VERSION.to_string(), "1".to_string())])),
+                ..ObjectMeta::default()
+            },
+            type_: Some("Opaque".into()),
+            data: Some(
+                data.iter()
+                    .map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec())))
+                    .collect(),
+            ),
+            ..Secret::default()
+        }
+    }
+
+    #[test]
+    fn ownership_by_uid_previous_incarnation_or_hand_over() {
+        let ours = secret(&[], vec![owner("uid-1", "db")]);
+        assert_eq!(ownership(&ours, "uid-1", "db"), Ownership::Ours);
+        assert_eq!(
+            ownership(&ours, "uid-2", "db"),
+            Ownership::Adoptable,
+            "a recreated OnePasswordItem of the same name"
+        );
+        assert_eq!(ownership(&ours, "uid-2", "other"), Ownership::Foreign);
+
+        let mut foreign = secret(&[], vec![]);
+        foreign.metadata.labels = None;
+        assert_eq!(ownership(&foreign, "uid-1", "db"), Ownership::Foreign);
+        let mut labelled_only = secret(&[], vec![]);
+        labelled_only.metadata.owner_references = None;
+        assert_eq!(
+            ownership(&labelled_only, "uid-1", "db"),
+            Ownership::Foreign,
+            "our label alone proves nothing"
+        );
+        foreign.metadata.annotations = Some(BTreeMap::from([(ALLOW_ADOPTION.to_string(), "true".to_string())]));
+        assert_eq!(ownership(&foreign, "uid-1", "db"), Ownership::Adoptable);
+    }
+
+    #[test]
+    fn identical_secrets_need_no_write() {
+        let desired = secret(&[("password", "pw")], vec![owner("u", "db")]);
+        let mut existing = desired.clone();
+        existing.metadata.resource_version = Some("42".into());
+        existing
+            .metadata
+            .labels
+            .as_mut()
+            .unwrap()
+            .insert("added-by-someone".into(), "x".into());
+        assert!(!needs_write(&existing, &desired), "other metadata is not ours to judge");
+    }
+
+    #[test]
+    fn drift_is_detected() {
+        let desired = secret(&[("password", "pw")], vec![owner("u", "db")]);
+        let edited = secret(&[("password", "hacked")], vec![owner("u", "db")]);
+        assert!(needs_write(&edited, &desired));
+        let extra = secret(&[("password", "pw"), ("extra", "x")], vec![owner("u", "db")]);
+        assert!(needs_write(&extra, &desired));
+        assert_eq!(extra_keys(&extra, &desired), ["extra"]);
+        let mut retyped = desired.clone();
+        retyped.type_ = Some("kubernetes.io/basic-auth".into());
+        assert!(needs_write(&retyped, &desired));
+        let mut unowned = desired.clone();
+        unowned.metadata.owner_references = Some(vec![]);
+        assert!(needs_write(&unowned, &desired));
+        let mut unannotated = desired.clone();
+        unannotated.metadata.annotations = None;
+        assert!(needs_write(&unannotated, &desired));
+        let mut empty_type = desired.clone();
+        empty_type.type_ = None;
+        assert!(!needs_write(&empty_type, &desired), "no type means Opaque");
+    }
+}

@@ -1,0 +1,138 @@
+//! Items and their file bytes, shared by every resource that points at the same item and
+//! kept so that a hand-edited Secret is repaired without a Connect call.
+//!
+//! Concurrent requests for one item are coalesced: they wait on the item's slot while one
+//! of them fetches. A cached item older than `max_age` is fetched again; the poller can also
+//! invalidate an item whose version moved.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::connect::models::FullItem;
+use crate::connect::{ConnectClient, ConnectError};
+
+/// Largest file fetched inline with the file list (Connect's default inline limit).
+const INLINE_LIMIT_BYTES: u64 = 100 * 1024;
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ItemKey {
+    pub vault_id: String,
+    pub item_id: String,
+}
+
+/// An item as fetched, with the bytes of its files by file id.
+#[derive(Debug)]
+pub struct CachedItem {
+    pub item: FullItem,
+    pub files: BTreeMap<String, Vec<u8>>,
+    pub fetched_at: Instant,
+}
+
+type Slot = Arc<tokio::sync::Mutex<Option<Arc<CachedItem>>>>;
+
+#[derive(Debug, Default)]
+pub struct ItemCache {
+    slots: Mutex<HashMap<ItemKey, Slot>>,
+}
+
+impl ItemCache {
+    fn slot(&self, key: &ItemKey) -> Slot {
+        self.slots
+            .lock()
+            .expect("item cache lock")
+            .entry(key.clone())
+            .or_default()
+            .clone()
+    }
+
+    /// The item, from cache when fetched less than `max_age` ago, else from Connect.
+    pub async fn get(
+        &self,
+        client: &ConnectClient,
+        key: &ItemKey,
+        max_age: Duration,
+    ) -> Result<Arc<CachedItem>, ConnectError> {
+        let slot = self.slot(key);
+        let mut cached = slot.lock().await;
+        if let Some(item) = cached.as_ref().filter(|c| c.fetched_at.elapsed() < max_age) {
+            return Ok(item.clone());
+        }
+        let fetched = Arc::new(fetch(client, key, cached.as_deref()).await?);
+        *cached = Some(fetched.clone());
+        Ok(fetched)
+    }
+
+    /// The cached item, whatever its age, without calling Connect.
+    pub fn peek(&self, key: &ItemKey) -> Option<Arc<CachedItem>> {
+        let slot = self.slots.lock().expect("item cache lock").get(key)?.clone();
+        slot.try_lock().ok()?.clone()
+    }
+
+    /// Forgets an item, so that its next use fetches it.
+    pub fn invalidate(&self, key: &ItemKey) {
+        self.slots.lock().expect("item cache lock").remove(key);
+    }
+
+    pub fn len(&self) -> usize {
+        self.slots.lock().expect("item cache lock").len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+async fn fetch(
+    client: &ConnectClient,
+    key: &ItemKey,
+    previous: Option<&CachedItem>,
+) -> Result<CachedItem, ConnectError> {
+    let item = client.get_item(&key.vault_id, &key.item_id).await?;
+    // Files do not change without a new item version: reuse what we have.
+    let files = match previous.filter(|p| p.item.version == item.version) {
+        Some(previous) => previous.files.clone(),
+        None => fetch_files(client, key, &item).await?,
+    };
+    Ok(CachedItem {
+        item,
+        files,
+        fetched_at: Instant::now(),
+    })
+}
+
+/// One inline listing when every file is small; one content call per file otherwise.
+async fn fetch_files(
+    client: &ConnectClient,
+    key: &ItemKey,
+    item: &FullItem,
+) -> Result<BTreeMap<String, Vec<u8>>, ConnectError> {
+    let mut files = BTreeMap::new();
+    if item.files.is_empty() {
+        return Ok(files);
+    }
+    if item.files.iter().all(|f| f.size <= INLINE_LIMIT_BYTES) {
+        match client.list_files(&key.vault_id, &key.item_id, true).await {
+            Ok(listed) => {
+                for file in listed {
+                    if let Some(content) = file.content {
+                        files.insert(file.id, content);
+                    }
+                }
+                if files.len() == item.files.len() {
+                    return Ok(files);
+                }
+            }
+            // The server's inline limit is lower than Connect's default: fall back.
+            Err(ConnectError::PayloadTooLarge { .. }) => {}
+            Err(other) => return Err(other),
+        }
+    }
+    for file in &item.files {
+        if !files.contains_key(&file.id) {
+            let bytes = client.get_file_content(&key.vault_id, &key.item_id, &file.id).await?;
+            files.insert(file.id.clone(), bytes.to_vec());
+        }
+    }
+    Ok(files)
+}

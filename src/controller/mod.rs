@@ -1,0 +1,437 @@
+//! The OnePasswordItem controller: `resolve → fetch → build → apply → status`.
+//!
+//! - resolve: `itemPath` to vault and item ids, reused from status while the path is the same.
+//! - fetch: the item and its files through the shared [`items::ItemCache`].
+//! - build: [`crate::secret::build_secret`], pure.
+//! - apply: [`apply::apply_secret`], only when something differs.
+//! - status: [`status::next_status`], written only when it changed; Events on transitions.
+//!
+//! The controller owns the Secrets it writes, so a hand edit or deletion triggers a reconcile
+//! that repairs it from the cache, without a Connect call.
+
+pub mod apply;
+pub mod error;
+pub mod items;
+pub mod status;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Resource, ResourceExt};
+use rand::Rng;
+use serde_json::json;
+use tracing::{Instrument, debug, info, instrument, warn};
+
+use crate::annotations::{
+    AUTO_RESTART, IGNORE_SECRET_TAG, ITEM_VERSION, LEGACY_FINALIZER, MANAGED_BY_LABEL, MANAGED_BY_VALUE,
+};
+use crate::connect::{ConnectClient, ConnectError, resolve_item, resolve_vault};
+use crate::crd::OnePasswordItem;
+use crate::metrics::Metrics;
+use crate::secret::{MappingOptions, SecretTarget, build_secret};
+pub use error::Error;
+use items::{CachedItem, ItemCache, ItemKey};
+use status::{Synced, Write};
+
+/// How the controller behaves; from the command line.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Namespaces to watch; empty means all.
+    pub namespaces: Vec<String>,
+    /// How old a cached item may be before it is fetched again, and how often a synced
+    /// resource is looked at again.
+    pub polling_interval: Duration,
+    pub mapping: MappingOptions,
+    /// Reconciles running at once.
+    pub concurrency: u16,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            namespaces: Vec::new(),
+            polling_interval: Duration::from_secs(15),
+            mapping: MappingOptions::default(),
+            concurrency: 16,
+        }
+    }
+}
+
+/// Everything a reconcile needs: the seam between the controller and the outside world.
+pub struct Context {
+    pub client: kube::Client,
+    pub connect: ConnectClient,
+    pub items: ItemCache,
+    pub settings: Settings,
+    pub metrics: Arc<Metrics>,
+    recorder: Recorder,
+    failures: Mutex<HashMap<ObjectRef<OnePasswordItem>, u32>>,
+}
+
+impl Context {
+    pub fn new(client: kube::Client, connect: ConnectClient, settings: Settings, metrics: Arc<Metrics>) -> Self {
+        let instance = std::env::var("POD_NAME").ok();
+        let reporter = Reporter {
+            controller: "onepassword-operator".into(),
+            instance,
+        };
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            connect,
+            items: ItemCache::default(),
+            settings,
+            metrics,
+            failures: Mutex::default(),
+        }
+    }
+
+    fn failed(&self, obj: &OnePasswordItem) -> u32 {
+        let mut failures = self.failures.lock().expect("failures lock");
+        let count = failures.entry(ObjectRef::from_obj(obj)).or_default();
+        *count += 1;
+        *count
+    }
+
+    fn succeeded(&self, obj: &OnePasswordItem) {
+        self.failures
+            .lock()
+            .expect("failures lock")
+            .remove(&ObjectRef::from_obj(obj));
+    }
+
+    async fn publish(&self, obj: &OnePasswordItem, spec: status::EventSpec) {
+        let event = Event {
+            type_: if spec.warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: spec.reason,
+            note: Some(spec.note),
+            action: "Sync".into(),
+            secondary: None,
+        };
+        if let Err(err) = self.recorder.publish(&event, &obj.object_ref(&())).await {
+            warn!(error = %err, "cannot publish an Event");
+        }
+    }
+}
+
+/// Splits `vaults/<vault>/items/<item>`.
+pub fn parse_item_path(path: &str) -> Result<(&str, &str), Error> {
+    let parts: Vec<&str> = path.split('/').collect();
+    match parts[..] {
+        ["vaults", vault, "items", item] if !vault.is_empty() && !item.is_empty() => Ok((vault, item)),
+        _ => Err(Error::InvalidItemPath { path: path.to_owned() }),
+    }
+}
+
+#[instrument(skip_all, fields(name = %opi.name_any(), namespace = opi.namespace().unwrap_or_default()))]
+pub async fn reconcile(opi: Arc<OnePasswordItem>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = Instant::now();
+    let namespace = opi.namespace().unwrap_or_default();
+    let name = opi.name_any();
+    let api: Api<OnePasswordItem> = Api::namespaced(ctx.client.clone(), &namespace);
+    remove_legacy_finalizer(&api, &opi).await?;
+    if opi.metadata.deletion_timestamp.is_some() {
+        // The Secret goes with its owner through the ownerReference; nothing to do.
+        return Ok(Action::await_change());
+    }
+
+    let outcome = sync(&opi, &namespace, &ctx).await;
+    let now = Time(jiff::Timestamp::now());
+    let next = status::next_status(opi.status.as_ref(), opi.metadata.generation, &outcome, &now);
+    if opi.status.as_ref() != Some(&next) {
+        let patch = json!({ "status": next });
+        match api
+            .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 => return Ok(Action::await_change()),
+            Err(e) => return Err(Error::kube("update status")(e)),
+        }
+    }
+    for event in status::events(opi.status.as_ref(), &next, &outcome) {
+        ctx.publish(&opi, event).await;
+    }
+    let result = match &outcome {
+        Ok(synced) => {
+            if synced.write.wrote() {
+                info!(secret = %synced.secret_name, version = synced.item_version, write = ?synced.write, "Secret written");
+            }
+            "ok"
+        }
+        Err(error) => error.metric_label(),
+    };
+    ctx.metrics.reconciled(result, started.elapsed());
+    match outcome {
+        Ok(_) => {
+            ctx.succeeded(&opi);
+            Ok(Action::requeue(ctx.settings.polling_interval))
+        }
+        Err(error) => Err(error),
+    }
+}
+
+/// Backoff per object: exponential with jitter, a server's `Retry-After` respected, and
+/// minutes for failures only a person can fix (a rejected token must not burn API quota).
+pub fn error_policy(opi: Arc<OnePasswordItem>, error: &Error, ctx: Arc<Context>) -> Action {
+    let attempts = ctx.failed(&opi);
+    let delay = retry_delay(attempts, error);
+    warn!(name = %opi.name_any(), namespace = opi.namespace().unwrap_or_default(), reason = error.reason(), error = %error.message(), ?delay, "sync failed");
+    Action::requeue(delay)
+}
+
+pub fn retry_delay(attempts: u32, error: &Error) -> Duration {
+    if error.needs_a_person() {
+        return Duration::from_secs(300);
+    }
+    let base = Duration::from_secs(2)
+        .saturating_mul(1 << attempts.saturating_sub(1).min(6))
+        .min(Duration::from_secs(120));
+    let jitter = base.mul_f64(rand::rng().random_range(0.0..0.2));
+    (base + jitter).max(error.retry_after().unwrap_or_default())
+}
+
+async fn remove_legacy_finalizer(api: &Api<OnePasswordItem>, opi: &OnePasswordItem) -> Result<(), Error> {
+    let finalizers = opi.finalizers();
+    if !finalizers.iter().any(|f| f == LEGACY_FINALIZER) {
+        return Ok(());
+    }
+    let remaining: Vec<&String> = finalizers.iter().filter(|f| *f != LEGACY_FINALIZER).collect();
+    // resourceVersion makes the patch fail instead of dropping a finalizer added meanwhile.
+    let patch = json!({ "metadata": { "finalizers": remaining, "resourceVersion": opi.resource_version() } });
+    match api
+        .patch(&opi.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
+        Ok(_) => {
+            info!("removed the finalizer of 1Password's Go operator");
+            Ok(())
+        }
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(e) => Err(Error::kube("remove the Go operator's finalizer")(e)),
+    }
+}
+
+/// Resolves `itemPath` afresh and fetches the item.
+async fn resolve_and_fetch(
+    ctx: &Context,
+    vault_ref: &str,
+    item_ref: &str,
+) -> Result<(ItemKey, Option<Vec<String>>, Arc<CachedItem>), Error> {
+    let vault = resolve_vault(&ctx.connect, vault_ref)
+        .await
+        .map_err(|source| match source {
+            source @ ConnectError::NotFound { .. } => Error::VaultNotFound {
+                vault: vault_ref.into(),
+                source,
+            },
+            other => other.into(),
+        })?;
+    let not_found = |source: ConnectError| match source {
+        source @ ConnectError::NotFound { .. } => Error::ItemNotFound {
+            vault: vault_ref.into(),
+            item: item_ref.into(),
+            source,
+        },
+        other => other.into(),
+    };
+    let item = resolve_item(&ctx.connect, &vault.id, item_ref)
+        .await
+        .map_err(not_found)?;
+    let key = ItemKey {
+        vault_id: vault.id,
+        item_id: item.id,
+    };
+    let cached = ctx
+        .items
+        .get(&ctx.connect, &key, ctx.settings.polling_interval)
+        .await
+        .map_err(not_found)?;
+    Ok((key, Some(item.also_matched), cached))
+}
+
+async fn sync(opi: &OnePasswordItem, namespace: &str, ctx: &Context) -> Result<Synced, Error> {
+    let name = opi.name_any();
+    let item_path = opi.spec.item_path.clone();
+    let (vault_ref, item_ref) = parse_item_path(&item_path)?;
+
+    // Resolve: reuse the ids in status while the path is unchanged.
+    let reusable = opi
+        .status
+        .as_ref()
+        .filter(|s| s.resolved_item_path.as_deref() == Some(item_path.as_str()))
+        .and_then(|s| {
+            Some(ItemKey {
+                vault_id: s.vault_id.clone()?,
+                item_id: s.item_id.clone()?,
+            })
+        });
+    let (key, ambiguous_with, cached) = match reusable {
+        Some(key) => match ctx.items.get(&ctx.connect, &key, ctx.settings.polling_interval).await {
+            Ok(cached) => (key, None, cached),
+            // Deleted, or replaced by an item with the same title: look the path up again.
+            Err(err) if err.is_not_found() => {
+                debug!("cached item id not found; resolving the item path again");
+                ctx.items.invalidate(&key);
+                resolve_and_fetch(ctx, vault_ref, item_ref).await?
+            }
+            Err(err) => return Err(err.into()),
+        },
+        None => resolve_and_fetch(ctx, vault_ref, item_ref).await?,
+    };
+
+    // Build.
+    let mut owner = opi.controller_owner_ref(&()).expect("stored objects have a uid");
+    owner.block_owner_deletion = Some(true);
+    let target = SecretTarget {
+        name: name.clone(),
+        namespace: namespace.to_owned(),
+        owner,
+        labels: opi.labels().clone(),
+        auto_restart: opi.annotations().get(AUTO_RESTART).cloned(),
+        secret_type: opi.secret_type.clone(),
+    };
+    let built = build_secret(
+        &target,
+        &key.vault_id,
+        &cached.item,
+        &cached.files,
+        ctx.settings.mapping,
+    )
+    .map_err(|source| Error::SecretTooLarge { source })?;
+
+    // Apply, unless the Secret belongs to somebody else or the item is frozen.
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+    let existing = secrets.get_opt(&name).await.map_err(Error::kube("read Secret"))?;
+    let mut item_version = cached.item.version;
+    let write = match &existing {
+        Some(secret)
+            if apply::ownership(secret, opi.uid().as_deref().unwrap_or_default(), &name)
+                == apply::Ownership::Foreign =>
+        {
+            return Err(Error::SecretConflict { name });
+        }
+        Some(secret) if cached.item.has_tag(IGNORE_SECRET_TAG) => {
+            item_version = secret
+                .annotations()
+                .get(ITEM_VERSION)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(item_version);
+            Write::Frozen
+        }
+        _ => {
+            let write = apply::apply_secret(&secrets, existing.as_ref(), &built.secret).await?;
+            // A Secret deleted by hand after a sync is put back: a repair, not a creation.
+            let synced_before = opi
+                .status
+                .as_ref()
+                .is_some_and(|s| s.item_version == Some(item_version));
+            if write == Write::Created && synced_before {
+                Write::Repaired
+            } else {
+                write
+            }
+        }
+    };
+    Ok(Synced {
+        item_path,
+        vault_id: key.vault_id,
+        item_id: key.item_id,
+        item_version,
+        secret_name: name,
+        write,
+        collisions: built.collisions,
+        ambiguous_with,
+    })
+}
+
+/// Runs the controller until a termination signal: one watch per namespace (or one for all).
+pub async fn run(ctx: Arc<Context>) {
+    let selector = format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}");
+    let scopes: Vec<Option<String>> = if ctx.settings.namespaces.is_empty() {
+        vec![None]
+    } else {
+        ctx.settings.namespaces.iter().cloned().map(Some).collect()
+    };
+    let runs = scopes.into_iter().map(|namespace| {
+        let (items, secrets): (Api<OnePasswordItem>, Api<Secret>) = match &namespace {
+            Some(ns) => (
+                Api::namespaced(ctx.client.clone(), ns),
+                Api::namespaced(ctx.client.clone(), ns),
+            ),
+            None => (Api::all(ctx.client.clone()), Api::all(ctx.client.clone())),
+        };
+        let span = tracing::info_span!("controller", namespace = namespace.as_deref().unwrap_or("*"));
+        Controller::new(items, watcher::Config::default())
+            // Only our Secrets: memory does not grow with the cluster's other Secrets.
+            .owns(secrets, watcher::Config::default().labels(&selector))
+            .with_config(ControllerConfig::default().concurrency(ctx.settings.concurrency))
+            .shutdown_on_signal()
+            .run(reconcile, error_policy, ctx.clone())
+            .for_each(|result| async move {
+                if let Err(err) = result {
+                    debug!(error = %err, "controller event");
+                }
+            })
+            .instrument(span)
+    });
+    futures::future::join_all(runs).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn item_paths_are_parsed_strictly() {
+        assert_eq!(parse_item_path("vaults/Prod/items/DB").unwrap(), ("Prod", "DB"));
+        assert_eq!(parse_item_path("vaults/a b/items/c d").unwrap(), ("a b", "c d"));
+        for bad in [
+            "vaults/Prod",
+            "vaults//items/x",
+            "vaults/a/items/",
+            "secrets/a/items/b",
+            "vaults/a/items/b/c",
+            "",
+        ] {
+            assert!(
+                matches!(parse_item_path(bad), Err(Error::InvalidItemPath { .. })),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn retry_delays_grow_and_respect_people_and_servers() {
+        let down = Error::from(ConnectError::from_status("get_item", 503, String::new(), None));
+        let first = retry_delay(1, &down);
+        assert!(
+            first >= Duration::from_secs(2) && first < Duration::from_millis(2400),
+            "{first:?}"
+        );
+        assert!(retry_delay(5, &down) >= Duration::from_secs(32));
+        assert!(retry_delay(50, &down) <= Duration::from_secs(144), "capped");
+        let unauthorized = Error::from(ConnectError::from_status("get_item", 401, String::new(), None));
+        assert_eq!(retry_delay(1, &unauthorized), Duration::from_secs(300));
+        let limited = Error::from(ConnectError::from_status(
+            "get_item",
+            429,
+            String::new(),
+            Some(Duration::from_secs(30)),
+        ));
+        assert!(retry_delay(1, &limited) >= Duration::from_secs(30));
+    }
+}

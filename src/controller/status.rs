@@ -1,0 +1,486 @@
+//! Pure status logic: the next status of a OnePasswordItem from the outcome of a sync, and
+//! the Events a transition deserves. A steady state gives an identical status, so that
+//! nothing is written and no reconcile loop starts.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use super::error::Error;
+use crate::crd::{ItemCondition, OnePasswordItemStatus};
+use crate::secret::Collision;
+
+pub const READY: &str = "Ready";
+pub const KEY_COLLISION: &str = "KeyCollision";
+pub const ITEM_PATH_AMBIGUOUS: &str = "ItemPathAmbiguous";
+const MAX_MESSAGE: usize = 1024;
+
+/// What the apply step did to the Secret.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Write {
+    Created,
+    /// The item changed: new data.
+    Updated,
+    /// The Secret was changed or deleted by hand: put back.
+    Repaired,
+    /// The Secret type changed, which Kubernetes only allows by deleting and creating.
+    Recreated,
+    Unchanged,
+    /// The item has the ignore tag: the Secret was left as it is.
+    Frozen,
+}
+
+impl Write {
+    pub fn wrote(self) -> bool {
+        matches!(self, Self::Created | Self::Updated | Self::Repaired | Self::Recreated)
+    }
+}
+
+/// A successful sync.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Synced {
+    pub item_path: String,
+    pub vault_id: String,
+    pub item_id: String,
+    /// The item version the Secret holds now.
+    pub item_version: u64,
+    pub secret_name: String,
+    pub write: Write,
+    pub collisions: Vec<Collision>,
+    /// Other items with the chosen item's title; `None` when the resolution was reused
+    /// from status and not looked up again.
+    pub ambiguous_with: Option<Vec<String>>,
+}
+
+fn truncate(mut message: String) -> String {
+    if message.len() > MAX_MESSAGE {
+        let mut end = MAX_MESSAGE;
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        message.truncate(end);
+        message.push('…');
+    }
+    message
+}
+
+/// Sets a condition; `lastTransitionTime` moves only when `status` changes.
+fn set_condition(
+    conditions: &mut Vec<ItemCondition>,
+    type_: &str,
+    status: &str,
+    reason: &str,
+    message: String,
+    generation: Option<i64>,
+    now: &Time,
+) {
+    let message = truncate(message);
+    let existing = conditions.iter_mut().find(|c| c.type_ == type_);
+    match existing {
+        Some(condition) => {
+            if condition.status != status || condition.last_transition_time.is_none() {
+                condition.last_transition_time = Some(now.clone());
+            }
+            condition.status = status.into();
+            condition.reason = Some(reason.into());
+            condition.message = Some(message);
+            condition.observed_generation = generation;
+        }
+        None => conditions.push(ItemCondition {
+            type_: type_.into(),
+            status: status.into(),
+            reason: Some(reason.into()),
+            message: Some(message),
+            last_transition_time: Some(now.clone()),
+            observed_generation: generation,
+        }),
+    }
+}
+
+fn remove_condition(conditions: &mut Vec<ItemCondition>, type_: &str) {
+    conditions.retain(|c| c.type_ != type_);
+}
+
+pub fn condition<'a>(status: Option<&'a OnePasswordItemStatus>, type_: &str) -> Option<&'a ItemCondition> {
+    status?.conditions.iter().find(|c| c.type_ == type_)
+}
+
+fn collision_message(collisions: &[Collision]) -> String {
+    let shown: Vec<String> = collisions.iter().take(5).map(ToString::to_string).collect();
+    let more = collisions.len().saturating_sub(5);
+    let tail = if more > 0 {
+        format!("; and {more} more")
+    } else {
+        String::new()
+    };
+    format!(
+        "{} key(s) written more than once, the later source wins as in 1Password's Go operator: {}{tail}",
+        collisions.len(),
+        shown.join("; ")
+    )
+}
+
+/// The status after a sync attempt.
+pub fn next_status(
+    current: Option<&OnePasswordItemStatus>,
+    generation: Option<i64>,
+    outcome: &Result<Synced, Error>,
+    now: &Time,
+) -> OnePasswordItemStatus {
+    let mut next = current.cloned().unwrap_or_default();
+    next.observed_generation = generation;
+    match outcome {
+        Ok(synced) => {
+            let (reason, message) = match synced.write {
+                Write::Frozen => (
+                    "Frozen",
+                    format!(
+                        "the item has the tag {}: Secret {} keeps item version {}; remove the tag to resume syncing",
+                        crate::annotations::IGNORE_SECRET_TAG,
+                        synced.secret_name,
+                        synced.item_version
+                    ),
+                ),
+                _ => (
+                    "Synced",
+                    format!(
+                        "Secret {} holds item version {}",
+                        synced.secret_name, synced.item_version
+                    ),
+                ),
+            };
+            set_condition(&mut next.conditions, READY, "True", reason, message, generation, now);
+            if synced.collisions.is_empty() {
+                remove_condition(&mut next.conditions, KEY_COLLISION);
+            } else {
+                let message = collision_message(&synced.collisions);
+                set_condition(
+                    &mut next.conditions,
+                    KEY_COLLISION,
+                    "True",
+                    "DuplicateKeys",
+                    message,
+                    generation,
+                    now,
+                );
+            }
+            match &synced.ambiguous_with {
+                Some(others) if !others.is_empty() => {
+                    let message = format!(
+                        "{} other item(s) have the same title ({}); the oldest was chosen, as in 1Password's Go operator, and the choice is kept in status",
+                        others.len(),
+                        others.join(", ")
+                    );
+                    set_condition(
+                        &mut next.conditions,
+                        ITEM_PATH_AMBIGUOUS,
+                        "True",
+                        "DuplicateTitles",
+                        message,
+                        generation,
+                        now,
+                    );
+                }
+                Some(_) => remove_condition(&mut next.conditions, ITEM_PATH_AMBIGUOUS),
+                None => {}
+            }
+            next.resolved_item_path = Some(synced.item_path.clone());
+            next.vault_id = Some(synced.vault_id.clone());
+            next.item_id = Some(synced.item_id.clone());
+            next.item_version = Some(synced.item_version);
+            if synced.write.wrote() || next.last_synced_at.is_none() {
+                next.last_synced_at = Some(now.clone());
+            }
+        }
+        Err(error) => {
+            // The Secret keeps its data, so the fields describing it stay as they were.
+            set_condition(
+                &mut next.conditions,
+                READY,
+                "False",
+                error.reason(),
+                error.message(),
+                generation,
+                now,
+            );
+        }
+    }
+    next
+}
+
+/// An Event to publish about the OnePasswordItem.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EventSpec {
+    pub warning: bool,
+    pub reason: String,
+    pub note: String,
+}
+
+fn normal(reason: &str, note: String) -> EventSpec {
+    EventSpec {
+        warning: false,
+        reason: reason.into(),
+        note: truncate(note),
+    }
+}
+
+fn warning(reason: &str, note: String) -> EventSpec {
+    EventSpec {
+        warning: true,
+        reason: reason.into(),
+        note: truncate(note),
+    }
+}
+
+/// Events for what changed between two statuses: writes, transitions and new warnings;
+/// nothing for a steady state, so a failing item does not flood the namespace.
+pub fn events(
+    previous: Option<&OnePasswordItemStatus>,
+    next: &OnePasswordItemStatus,
+    outcome: &Result<Synced, Error>,
+) -> Vec<EventSpec> {
+    let mut out = Vec::new();
+    let before = condition(previous, READY);
+    let after = condition(Some(next), READY);
+    match outcome {
+        Ok(synced) => {
+            let what = format!("Secret {} to item version {}", synced.secret_name, synced.item_version);
+            match synced.write {
+                Write::Created => out.push(normal("Created", format!("Created {what}"))),
+                Write::Updated => out.push(normal("Updated", format!("Updated {what}"))),
+                Write::Repaired => out.push(normal(
+                    "Repaired",
+                    format!("Restored {what} after a change made outside the operator"),
+                )),
+                Write::Recreated => out.push(normal(
+                    "Recreated",
+                    format!("Recreated {what} because its type changed"),
+                )),
+                Write::Frozen if before.and_then(|c| c.reason.as_deref()) != Some("Frozen") => {
+                    out.push(normal(
+                        "Frozen",
+                        after.and_then(|c| c.message.clone()).unwrap_or_default(),
+                    ));
+                }
+                Write::Unchanged if before.is_some_and(|c| c.status != "True") => {
+                    out.push(normal(
+                        "Recovered",
+                        format!("{} again", after.and_then(|c| c.message.clone()).unwrap_or_default()),
+                    ));
+                }
+                _ => {}
+            }
+        }
+        Err(error) => {
+            let changed = before.is_none_or(|c| c.status != "False" || c.reason.as_deref() != Some(error.reason()));
+            if changed {
+                out.push(warning(error.reason(), error.message()));
+            }
+        }
+    }
+    for (type_, reason) in [
+        (KEY_COLLISION, "KeyCollision"),
+        (ITEM_PATH_AMBIGUOUS, "AmbiguousItemPath"),
+    ] {
+        let was = condition(previous, type_).and_then(|c| c.message.as_deref());
+        if let Some(now) = condition(Some(next), type_).and_then(|c| c.message.as_deref())
+            && was != Some(now)
+        {
+            out.push(warning(reason, now.to_owned()));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::connect::ConnectError;
+    use crate::secret::Source;
+
+    fn at(secs: i64) -> Time {
+        Time(jiff::Timestamp::from_second(1_700_000_000 + secs).unwrap())
+    }
+
+    fn synced(write: Write, version: u64) -> Synced {
+        Synced {
+            item_path: "vaults/v/items/i".into(),
+            vault_id: "vid".into(),
+            item_id: "iid".into(),
+            item_version: version,
+            secret_name: "db".into(),
+            write,
+            collisions: vec![],
+            ambiguous_with: Some(vec![]),
+        }
+    }
+
+    fn down() -> Result<Synced, Error> {
+        Err(Error::from(ConnectError::from_status(
+            "get_item",
+            503,
+            "unavailable".into(),
+            None,
+        )))
+    }
+
+    #[test]
+    fn first_sync_sets_ready_ids_and_time() {
+        let status = next_status(None, Some(1), &Ok(synced(Write::Created, 3)), &at(0));
+        let ready = condition(Some(&status), READY).unwrap();
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_deref()),
+            ("True", Some("Synced"))
+        );
+        assert_eq!(ready.message.as_deref(), Some("Secret db holds item version 3"));
+        assert_eq!(ready.observed_generation, Some(1));
+        assert_eq!(status.item_version, Some(3));
+        assert_eq!(status.vault_id.as_deref(), Some("vid"));
+        assert_eq!(status.resolved_item_path.as_deref(), Some("vaults/v/items/i"));
+        assert_eq!(status.last_synced_at, Some(at(0)));
+    }
+
+    #[test]
+    fn a_steady_state_gives_an_identical_status_and_no_events() {
+        let first = next_status(None, Some(1), &Ok(synced(Write::Created, 3)), &at(0));
+        let outcome = Ok(synced(Write::Unchanged, 3));
+        let second = next_status(Some(&first), Some(1), &outcome, &at(60));
+        assert_eq!(first, second);
+        assert!(events(Some(&first), &second, &outcome).is_empty());
+    }
+
+    #[test]
+    fn failures_keep_what_the_secret_holds_and_transition_once() {
+        let ok = next_status(None, Some(1), &Ok(synced(Write::Created, 3)), &at(0));
+        let failed = next_status(Some(&ok), Some(1), &down(), &at(10));
+        let ready = condition(Some(&failed), READY).unwrap();
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_deref()),
+            ("False", Some("ConnectUnavailable"))
+        );
+        assert_eq!(ready.last_transition_time, Some(at(10)));
+        assert_eq!(failed.item_version, Some(3), "the Secret still holds version 3");
+        assert_eq!(failed.last_synced_at, Some(at(0)));
+        let first_events = events(Some(&ok), &failed, &down());
+        assert_eq!(first_events.len(), 1);
+        assert!(first_events[0].warning && first_events[0].reason == "ConnectUnavailable");
+
+        let again = next_status(Some(&failed), Some(1), &down(), &at(20));
+        assert_eq!(
+            condition(Some(&again), READY).unwrap().last_transition_time,
+            Some(at(10))
+        );
+        assert!(
+            events(Some(&failed), &again, &down()).is_empty(),
+            "no event storm while failing"
+        );
+
+        let recovered_outcome = Ok(synced(Write::Unchanged, 3));
+        let recovered = next_status(Some(&again), Some(1), &recovered_outcome, &at(30));
+        assert_eq!(
+            condition(Some(&recovered), READY).unwrap().last_transition_time,
+            Some(at(30))
+        );
+        let recovered_events = events(Some(&again), &recovered, &recovered_outcome);
+        assert_eq!(recovered_events[0].reason, "Recovered");
+    }
+
+    #[test]
+    fn writes_move_last_synced_at_and_emit_events() {
+        let first = next_status(None, Some(1), &Ok(synced(Write::Created, 3)), &at(0));
+        for (write, reason) in [
+            (Write::Updated, "Updated"),
+            (Write::Repaired, "Repaired"),
+            (Write::Recreated, "Recreated"),
+        ] {
+            let outcome = Ok(synced(write, 4));
+            let next = next_status(Some(&first), Some(1), &outcome, &at(5));
+            assert_eq!(next.last_synced_at, Some(at(5)));
+            let evs = events(Some(&first), &next, &outcome);
+            assert_eq!((evs[0].reason.as_str(), evs[0].warning), (reason, false));
+            assert!(evs[0].note.contains("item version 4"), "{}", evs[0].note);
+        }
+    }
+
+    #[test]
+    fn collisions_and_ambiguity_are_conditions_with_one_event_each() {
+        let mut outcome = synced(Write::Created, 1);
+        outcome.collisions = vec![Collision {
+            key: "host".into(),
+            winner: Source::Field { label: "host".into() },
+            losers: vec![Source::Url { label: "host".into() }],
+        }];
+        outcome.ambiguous_with = Some(vec!["other1".into()]);
+        let outcome = Ok(outcome);
+        let status = next_status(None, Some(1), &outcome, &at(0));
+        let collision = condition(Some(&status), KEY_COLLISION).unwrap();
+        assert!(
+            collision
+                .message
+                .as_deref()
+                .unwrap()
+                .contains("key \"host\" holds field \"host\"")
+        );
+        assert!(
+            condition(Some(&status), ITEM_PATH_AMBIGUOUS)
+                .unwrap()
+                .message
+                .as_deref()
+                .unwrap()
+                .contains("other1")
+        );
+        let reasons: Vec<String> = events(None, &status, &outcome).into_iter().map(|e| e.reason).collect();
+        assert_eq!(reasons, ["Created", "KeyCollision", "AmbiguousItemPath"]);
+
+        // A reused resolution keeps the ambiguity condition; a clean fresh one removes both.
+        let mut reused = synced(Write::Unchanged, 1);
+        reused.ambiguous_with = None;
+        let kept = next_status(Some(&status), Some(1), &Ok(reused), &at(1));
+        assert!(condition(Some(&kept), ITEM_PATH_AMBIGUOUS).is_some());
+        assert!(condition(Some(&kept), KEY_COLLISION).is_none());
+        let clean = next_status(Some(&kept), Some(1), &Ok(synced(Write::Unchanged, 1)), &at(2));
+        assert!(condition(Some(&clean), ITEM_PATH_AMBIGUOUS).is_none());
+    }
+
+    #[test]
+    fn frozen_items_say_why() {
+        let outcome = Ok(synced(Write::Frozen, 2));
+        let status = next_status(None, Some(1), &outcome, &at(0));
+        let ready = condition(Some(&status), READY).unwrap();
+        assert_eq!(ready.reason.as_deref(), Some("Frozen"));
+        assert!(
+            ready
+                .message
+                .as_deref()
+                .unwrap()
+                .contains("operator.1password.io:ignore-secret")
+        );
+        assert_eq!(events(None, &status, &outcome)[0].reason, "Frozen");
+    }
+
+    #[test]
+    fn go_operator_status_is_taken_over() {
+        let go = OnePasswordItemStatus {
+            conditions: vec![ItemCondition {
+                type_: "Ready".into(),
+                status: "True".into(),
+                ..ItemCondition::default()
+            }],
+            ..OnePasswordItemStatus::default()
+        };
+        let status = next_status(Some(&go), Some(1), &Ok(synced(Write::Unchanged, 1)), &at(0));
+        let ready = condition(Some(&status), READY).unwrap();
+        assert_eq!(ready.reason.as_deref(), Some("Synced"));
+        assert_eq!(
+            ready.last_transition_time,
+            Some(at(0)),
+            "a missing transition time is filled in"
+        );
+        assert_eq!(status.conditions.len(), 1);
+    }
+
+    #[test]
+    fn long_messages_are_cut_on_a_character_boundary() {
+        let cut = truncate("é".repeat(1000));
+        assert!(cut.len() <= MAX_MESSAGE + '…'.len_utf8());
+        assert!(cut.ends_with('…'));
+    }
+}

@@ -1,0 +1,646 @@
+//! Pure mapping from a 1Password item (and its file bytes) to the Secret that holds it,
+//! exactly as 1Password's Go operator does it, with the collisions it hides made visible.
+//!
+//! Order of precedence, as in Go:
+//! 1. URLs, by label (unlabelled ones skipped); within one label the primary URL wins.
+//! 2. Fields in API order; a later field overwrites an earlier field or URL with the same
+//!    key. Empty values are skipped unless `allow_empty_values`. Sections are ignored. An OTP
+//!    field gives its `otpauth://` URI (its `value`), not the current code.
+//! 3. Files: only fill a key that is still empty.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+
+use crate::annotations::{AUTO_RESTART, ITEM_PATH, ITEM_VERSION, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
+use crate::connect::models::FullItem;
+
+/// Kubernetes' limit on a Secret's data.
+pub const MAX_SECRET_BYTES: usize = 1024 * 1024;
+/// Longest Secret data key (and object name).
+pub const MAX_KEY_LENGTH: usize = 253;
+
+/// Where a key's value came from; used to describe collisions without showing values.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Source {
+    Url { label: String },
+    Field { label: String },
+    File { name: String },
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Url { label } => write!(f, "URL {label:?}"),
+            Self::Field { label } => write!(f, "field {label:?}"),
+            Self::File { name } => write!(f, "file {name:?}"),
+        }
+    }
+}
+
+/// Two or more sources mapped to one key; `winner` is what the Secret holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Collision {
+    pub key: String,
+    pub winner: Source,
+    pub losers: Vec<Source>,
+}
+
+impl std::fmt::Display for Collision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let losers: Vec<String> = self.losers.iter().map(ToString::to_string).collect();
+        write!(
+            f,
+            "key {:?} holds {} (also from {})",
+            self.key,
+            self.winner,
+            losers.join(", ")
+        )
+    }
+}
+
+/// The Secret data built from an item.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SecretData {
+    pub data: BTreeMap<String, Vec<u8>>,
+    pub collisions: Vec<Collision>,
+    /// Labels and file names that sanitize to nothing, so no key was made for them.
+    pub skipped: Vec<Source>,
+}
+
+impl SecretData {
+    pub fn total_bytes(&self) -> usize {
+        self.data.iter().map(|(k, v)| k.len() + v.len()).sum()
+    }
+}
+
+/// Options that change the mapping.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MappingOptions {
+    /// Keep fields whose value is empty (Go: `--allow-empty-values`).
+    pub allow_empty_values: bool,
+}
+
+/// Builds Secret data from an item and the bytes of its files (by file id).
+pub fn build_data(item: &FullItem, files: &BTreeMap<String, Vec<u8>>, options: MappingOptions) -> SecretData {
+    let mut out = SecretData::default();
+    // key → every source that wrote it, in order; the last is the winner.
+    let mut writers: BTreeMap<String, Vec<Source>> = BTreeMap::new();
+    let mut url_is_primary: BTreeMap<String, bool> = BTreeMap::new();
+
+    for url in &item.urls {
+        if url.label.is_empty() {
+            continue;
+        }
+        let source = Source::Url {
+            label: url.label.clone(),
+        };
+        let Some(key) = sanitize_key(&url.label) else {
+            out.skipped.push(source);
+            continue;
+        };
+        // Within one label the primary URL wins; otherwise the first one stays.
+        let replace = match url_is_primary.get(&key) {
+            None => true,
+            Some(existing_primary) => url.primary && !existing_primary,
+        };
+        let entry = writers.entry(key.clone()).or_default();
+        if replace {
+            out.data.insert(key.clone(), url.href.clone().into_bytes());
+            url_is_primary.insert(key, url.primary);
+            entry.push(source);
+        } else {
+            entry.insert(entry.len().saturating_sub(1), source);
+        }
+    }
+
+    for field in &item.fields {
+        if field.value.is_empty() && !options.allow_empty_values {
+            continue;
+        }
+        let source = Source::Field {
+            label: field.label.clone(),
+        };
+        let Some(key) = sanitize_key(&field.label) else {
+            out.skipped.push(source);
+            continue;
+        };
+        out.data.insert(key.clone(), field.value.clone().into_bytes());
+        writers.entry(key).or_default().push(source);
+    }
+
+    for file in &item.files {
+        let source = Source::File {
+            name: file.name.clone(),
+        };
+        let Some(key) = sanitize_key(&file.name) else {
+            out.skipped.push(source);
+            continue;
+        };
+        let Some(bytes) = files.get(&file.id) else { continue };
+        let entry = writers.entry(key.clone()).or_default();
+        match out.data.entry(key) {
+            // A file only fills a key that is still empty: it loses to what is there.
+            std::collections::btree_map::Entry::Occupied(_) => entry.insert(0, source),
+            std::collections::btree_map::Entry::Vacant(slot) => {
+                slot.insert(bytes.clone());
+                entry.push(source);
+            }
+        }
+    }
+
+    for (key, mut sources) in writers {
+        if sources.len() > 1 {
+            let winner = sources.pop().expect("non-empty");
+            out.collisions.push(Collision {
+                key,
+                winner,
+                losers: sources,
+            });
+        }
+    }
+    out
+}
+
+/// A valid Secret data key: `[-._a-zA-Z0-9]+`, at most 253 characters, not `.` or `..`,
+/// not starting with `..`.
+pub fn is_valid_key(key: &str) -> bool {
+    !key.is_empty()
+        && key.len() <= MAX_KEY_LENGTH
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
+        && key != "."
+        && !key.starts_with("..")
+}
+
+/// Go's key sanitization: a valid key is kept verbatim (case included); otherwise leading
+/// and trailing runs of other characters are dropped, inner runs become `-`, and the
+/// result is cut to 253. `None` when nothing valid is left.
+pub fn sanitize_key(label: &str) -> Option<String> {
+    if is_valid_key(label) {
+        return Some(label.to_owned());
+    }
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_');
+    let trimmed = label.trim_matches(|c: char| !allowed(c));
+    let mut key = String::with_capacity(trimmed.len());
+    let mut in_run = false;
+    for c in trimmed.chars() {
+        if allowed(c) {
+            key.push(c);
+            in_run = false;
+        } else if !in_run {
+            key.push('-');
+            in_run = true;
+        }
+    }
+    key.truncate(MAX_KEY_LENGTH);
+    is_valid_key(&key).then_some(key)
+}
+
+/// A DNS-1123 subdomain: what Secret names must be.
+pub fn is_valid_secret_name(name: &str) -> bool {
+    let label_ok = |label: &str| {
+        !label.is_empty()
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+    };
+    !name.is_empty() && name.len() <= MAX_KEY_LENGTH && name.split('.').all(label_ok)
+}
+
+/// Go's Secret-name sanitization for the `item-name` annotation: a valid name is kept;
+/// otherwise lower-cased, runs of characters outside `[a-z0-9-.]` become `-`, cut to 253,
+/// and `-`/`.` trimmed at both ends.
+pub fn sanitize_secret_name(name: &str) -> String {
+    if is_valid_secret_name(name) {
+        return name.to_owned();
+    }
+    let lower = name.to_lowercase();
+    let mut out = String::with_capacity(lower.len());
+    let mut in_run = false;
+    for c in lower.chars() {
+        if c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.' {
+            out.push(c);
+            in_run = false;
+        } else if !in_run {
+            out.push('-');
+            in_run = true;
+        }
+    }
+    out.truncate(MAX_KEY_LENGTH);
+    out.trim_matches(|c| c == '-' || c == '.').to_owned()
+}
+
+/// Where the Secret goes and what it copies from the resource that asks for it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SecretTarget {
+    pub name: String,
+    pub namespace: String,
+    /// Controller reference to the OnePasswordItem (or workload) that owns the Secret.
+    pub owner: OwnerReference,
+    /// Labels copied onto the Secret.
+    pub labels: BTreeMap<String, String>,
+    /// `operator.1password.io/auto-restart`, copied onto the Secret when set.
+    pub auto_restart: Option<String>,
+    /// Secret type; `Opaque` when absent or empty.
+    pub secret_type: Option<String>,
+}
+
+/// Why no Secret could be built.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum BuildError {
+    #[error("the item's data takes {bytes} bytes, over the {MAX_SECRET_BYTES}-byte limit of a Secret")]
+    TooLarge { bytes: usize },
+}
+
+/// A desired Secret and what the mapping had to say about it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BuiltSecret {
+    pub secret: Secret,
+    pub collisions: Vec<Collision>,
+    pub skipped: Vec<Source>,
+}
+
+/// `Opaque` for an absent or empty type.
+pub fn effective_type(secret_type: Option<&str>) -> &str {
+    secret_type.filter(|t| !t.is_empty()).unwrap_or("Opaque")
+}
+
+/// The complete desired Secret: data, type, labels, the Go operator's annotations, owner.
+pub fn build_secret(
+    target: &SecretTarget,
+    vault_id: &str,
+    item: &FullItem,
+    files: &BTreeMap<String, Vec<u8>>,
+    options: MappingOptions,
+) -> Result<BuiltSecret, BuildError> {
+    let mapped = build_data(item, files, options);
+    let bytes = mapped.total_bytes();
+    if bytes > MAX_SECRET_BYTES {
+        return Err(BuildError::TooLarge { bytes });
+    }
+    let mut labels = target.labels.clone();
+    labels.insert(MANAGED_BY_LABEL.into(), MANAGED_BY_VALUE.into());
+    let mut annotations = BTreeMap::from([
+        (ITEM_PATH.to_owned(), format!("vaults/{vault_id}/items/{}", item.id)),
+        (ITEM_VERSION.to_owned(), item.version.to_string()),
+    ]);
+    if let Some(auto_restart) = &target.auto_restart {
+        annotations.insert(AUTO_RESTART.into(), auto_restart.clone());
+    }
+    let secret = Secret {
+        metadata: ObjectMeta {
+            name: Some(target.name.clone()),
+            namespace: Some(target.namespace.clone()),
+            labels: Some(labels),
+            annotations: Some(annotations),
+            owner_references: Some(vec![target.owner.clone()]),
+            ..ObjectMeta::default()
+        },
+        type_: Some(effective_type(target.secret_type.as_deref()).to_owned()),
+        data: Some(mapped.data.into_iter().map(|(k, v)| (k, ByteString(v))).collect()),
+        ..Secret::default()
+    };
+    Ok(BuiltSecret {
+        secret,
+        collisions: mapped.collisions,
+        skipped: mapped.skipped,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::connect::models::{Field, FieldPurpose, FieldType, File, Item, ItemUrl, SectionRef};
+    use proptest::prelude::*;
+
+    fn field(label: &str, value: &str) -> Field {
+        Field {
+            id: label.to_lowercase(),
+            label: label.into(),
+            value: value.into(),
+            ..Field::default()
+        }
+    }
+
+    fn url(label: &str, href: &str, primary: bool) -> ItemUrl {
+        ItemUrl {
+            label: label.into(),
+            href: href.into(),
+            primary,
+        }
+    }
+
+    fn file(id: &str, name: &str) -> File {
+        File {
+            id: id.into(),
+            name: name.into(),
+            ..File::default()
+        }
+    }
+
+    fn item(urls: Vec<ItemUrl>, fields: Vec<Field>, files: Vec<File>) -> FullItem {
+        FullItem {
+            item: Item {
+                urls,
+                ..Item::default()
+            },
+            fields,
+            files,
+            ..FullItem::default()
+        }
+    }
+
+    fn text(data: &SecretData) -> BTreeMap<&str, &str> {
+        data.data
+            .iter()
+            .map(|(k, v)| (k.as_str(), std::str::from_utf8(v).unwrap()))
+            .collect()
+    }
+
+    fn build(item: &FullItem) -> SecretData {
+        build_data(item, &BTreeMap::new(), MappingOptions::default())
+    }
+
+    #[test]
+    fn fields_map_to_keys_by_label() {
+        let data = build(&item(
+            vec![],
+            vec![field("username", "admin"), field("password", "pw")],
+            vec![],
+        ));
+        assert_eq!(text(&data), BTreeMap::from([("password", "pw"), ("username", "admin")]));
+        assert!(data.collisions.is_empty());
+    }
+
+    #[test]
+    fn labels_are_sanitized_like_go() {
+        assert_eq!(sanitize_key("first host").as_deref(), Some("first-host"));
+        assert_eq!(sanitize_key("AWS Access Key").as_deref(), Some("AWS-Access-Key"));
+        assert_eq!(sanitize_key("😄 ice-cream type").as_deref(), Some("ice-cream-type"));
+        assert_eq!(sanitize_key("a  //  b").as_deref(), Some("a-b"));
+        assert_eq!(
+            sanitize_key("Already.Valid_Key-1").as_deref(),
+            Some("Already.Valid_Key-1"),
+            "case is kept"
+        );
+        assert_eq!(sanitize_key("  spaced  ").as_deref(), Some("spaced"));
+        assert_eq!(sanitize_key("😄"), None);
+        assert_eq!(sanitize_key(""), None);
+        assert_eq!(sanitize_key(".."), None);
+        assert_eq!(sanitize_key("..hidden"), None);
+        assert_eq!(sanitize_key(&"x".repeat(300)).unwrap().len(), 253);
+    }
+
+    #[test]
+    fn invalid_labels_are_skipped_and_reported() {
+        let data = build(&item(vec![], vec![field("🔑", "v"), field("ok", "v")], vec![]));
+        assert_eq!(data.data.keys().collect::<Vec<_>>(), ["ok"]);
+        assert_eq!(data.skipped, [Source::Field { label: "🔑".into() }]);
+    }
+
+    #[test]
+    fn empty_values_are_skipped_unless_allowed() {
+        let it = item(vec![], vec![field("empty", ""), field("full", "x")], vec![]);
+        assert_eq!(build(&it).data.keys().collect::<Vec<_>>(), ["full"]);
+        let allowed = build_data(
+            &it,
+            &BTreeMap::new(),
+            MappingOptions {
+                allow_empty_values: true,
+            },
+        );
+        assert_eq!(text(&allowed), BTreeMap::from([("empty", ""), ("full", "x")]));
+    }
+
+    #[test]
+    fn urls_by_label_with_primary_winning() {
+        let it = item(
+            vec![
+                url("website", "https://a", false),
+                url("website", "https://b", true),
+                url("website", "https://c", false),
+                url("", "https://unlabelled", true),
+            ],
+            vec![],
+            vec![],
+        );
+        let data = build(&it);
+        assert_eq!(text(&data), BTreeMap::from([("website", "https://b")]));
+        assert_eq!(data.collisions.len(), 1);
+        assert_eq!(
+            data.collisions[0].winner,
+            Source::Url {
+                label: "website".into()
+            }
+        );
+        assert_eq!(data.collisions[0].losers.len(), 2);
+    }
+
+    #[test]
+    fn a_later_field_overwrites_an_earlier_field_or_url_and_is_reported() {
+        let it = item(
+            vec![url("host", "https://url-host", true)],
+            vec![field("host", "db-1"), field("Host", "x"), field("host", "db-2")],
+            vec![],
+        );
+        let data = build(&it);
+        assert_eq!(text(&data)["host"], "db-2");
+        assert_eq!(text(&data)["Host"], "x", "keys keep their case, so these differ");
+        let collision = &data.collisions[0];
+        assert_eq!(collision.key, "host");
+        assert_eq!(collision.winner, Source::Field { label: "host".into() });
+        assert_eq!(
+            collision.losers,
+            [
+                Source::Url { label: "host".into() },
+                Source::Field { label: "host".into() }
+            ]
+        );
+        let printed = collision.to_string();
+        assert!(
+            !printed.contains("db-1") && !printed.contains("db-2"),
+            "no values in messages: {printed}"
+        );
+    }
+
+    #[test]
+    fn files_fill_only_empty_keys() {
+        let it = item(
+            vec![],
+            vec![field("cert.pem", "from-field")],
+            vec![file("f1", "cert.pem"), file("f2", "key.pem")],
+        );
+        let files = BTreeMap::from([
+            ("f1".to_string(), b"file-1".to_vec()),
+            ("f2".to_string(), vec![0, 159, 146, 150]),
+        ]);
+        let data = build_data(&it, &files, MappingOptions::default());
+        assert_eq!(data.data["cert.pem"], b"from-field");
+        assert_eq!(data.data["key.pem"], vec![0, 159, 146, 150], "raw bytes, not text");
+        assert_eq!(
+            data.collisions[0].winner,
+            Source::Field {
+                label: "cert.pem".into()
+            }
+        );
+        assert_eq!(
+            data.collisions[0].losers,
+            [Source::File {
+                name: "cert.pem".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn file_names_are_sanitized_and_missing_bytes_are_skipped() {
+        let it = item(vec![], vec![], vec![file("f1", "my key.pem"), file("f2", "absent.txt")]);
+        let files = BTreeMap::from([("f1".to_string(), b"k".to_vec())]);
+        let data = build_data(&it, &files, MappingOptions::default());
+        assert_eq!(data.data.keys().collect::<Vec<_>>(), ["my-key.pem"]);
+    }
+
+    #[test]
+    fn otp_fields_give_the_uri_and_sections_are_ignored() {
+        let otp = Field {
+            label: "one-time password".into(),
+            field_type: Some(FieldType::Otp),
+            value: "otpauth://totp/x?secret=ABC".into(),
+            totp: Some("123456".into()),
+            section: Some(SectionRef { id: "s1".into() }),
+            ..Field::default()
+        };
+        let data = build(&item(vec![], vec![otp], vec![]));
+        assert_eq!(text(&data)["one-time-password"], "otpauth://totp/x?secret=ABC");
+    }
+
+    #[test]
+    fn secure_notes_give_notes_plain() {
+        let note = Field {
+            id: "notesPlain".into(),
+            label: "notesPlain".into(),
+            purpose: Some(FieldPurpose::Notes),
+            value: "line 1\nline 2".into(),
+            ..Field::default()
+        };
+        assert_eq!(
+            text(&build(&item(vec![], vec![note], vec![])))["notesPlain"],
+            "line 1\nline 2"
+        );
+    }
+
+    #[test]
+    fn total_bytes_counts_keys_and_values() {
+        let data = build(&item(vec![], vec![field("ab", "cde")], vec![]));
+        assert_eq!(data.total_bytes(), 5);
+    }
+
+    #[test]
+    fn secret_names_are_sanitized_like_go() {
+        assert_eq!(sanitize_secret_name("my-secret"), "my-secret");
+        assert_eq!(sanitize_secret_name("My Secret!"), "my-secret");
+        assert_eq!(sanitize_secret_name("--a__b.."), "a-b");
+        assert_eq!(sanitize_secret_name("db.prod"), "db.prod");
+        assert_eq!(sanitize_secret_name(&"X".repeat(300)).len(), 253);
+        assert!(is_valid_secret_name("a.b-c"));
+        assert!(!is_valid_secret_name("A"));
+        assert!(!is_valid_secret_name("a..b"));
+    }
+
+    fn target() -> SecretTarget {
+        SecretTarget {
+            name: "db".into(),
+            namespace: "apps".into(),
+            owner: OwnerReference {
+                api_version: "onepassword.com/v1".into(),
+                kind: "OnePasswordItem".into(),
+                name: "db".into(),
+                uid: "uid-1".into(),
+                controller: Some(true),
+                block_owner_deletion: Some(true),
+            },
+            labels: BTreeMap::from([("team".to_string(), "payments".to_string())]),
+            auto_restart: Some("true".into()),
+            secret_type: None,
+        }
+    }
+
+    #[test]
+    fn the_whole_secret_is_built() {
+        let mut it = item(vec![], vec![field("password", "pw")], vec![]);
+        it.item.id = "itemid".into();
+        it.item.version = 12;
+        let built = build_secret(&target(), "vaultid", &it, &BTreeMap::new(), MappingOptions::default()).unwrap();
+        let meta = &built.secret.metadata;
+        assert_eq!(
+            (meta.name.as_deref(), meta.namespace.as_deref()),
+            (Some("db"), Some("apps"))
+        );
+        let labels = meta.labels.as_ref().unwrap();
+        assert_eq!(labels["team"], "payments");
+        assert_eq!(labels[MANAGED_BY_LABEL], MANAGED_BY_VALUE);
+        let annotations = meta.annotations.as_ref().unwrap();
+        assert_eq!(annotations[ITEM_PATH], "vaults/vaultid/items/itemid");
+        assert_eq!(annotations[ITEM_VERSION], "12");
+        assert_eq!(annotations[AUTO_RESTART], "true");
+        assert_eq!(meta.owner_references.as_ref().unwrap()[0].controller, Some(true));
+        assert_eq!(built.secret.type_.as_deref(), Some("Opaque"));
+        assert_eq!(built.secret.data.unwrap()["password"].0, b"pw");
+    }
+
+    #[test]
+    fn custom_types_are_kept_and_empty_means_opaque() {
+        let it = item(vec![], vec![field(".dockerconfigjson", "{}")], vec![]);
+        let mut custom = target();
+        custom.secret_type = Some("kubernetes.io/dockerconfigjson".into());
+        let built = build_secret(&custom, "v", &it, &BTreeMap::new(), MappingOptions::default()).unwrap();
+        assert_eq!(built.secret.type_.as_deref(), Some("kubernetes.io/dockerconfigjson"));
+        custom.secret_type = Some(String::new());
+        let built = build_secret(&custom, "v", &it, &BTreeMap::new(), MappingOptions::default()).unwrap();
+        assert_eq!(built.secret.type_.as_deref(), Some("Opaque"));
+    }
+
+    #[test]
+    fn oversized_secrets_are_refused() {
+        let it = item(vec![], vec![], vec![file("f", "big.bin")]);
+        let files = BTreeMap::from([("f".to_string(), vec![0u8; MAX_SECRET_BYTES])]);
+        let err = build_secret(&target(), "v", &it, &files, MappingOptions::default()).unwrap_err();
+        assert!(err.to_string().contains("over the 1048576-byte limit"), "{err}");
+    }
+
+    proptest! {
+        #[test]
+        fn sanitized_keys_are_always_valid(label in "\\PC{0,300}") {
+            if let Some(key) = sanitize_key(&label) {
+                prop_assert!(is_valid_key(&key), "{key:?}");
+            }
+        }
+
+        #[test]
+        fn valid_keys_are_kept_verbatim(key in "[-._a-zA-Z0-9]{1,253}") {
+            prop_assume!(key != "." && !key.starts_with(".."));
+            prop_assert_eq!(sanitize_key(&key), Some(key));
+        }
+
+        #[test]
+        fn sanitized_secret_names_are_valid_or_empty(name in "\\PC{0,300}") {
+            let sanitized = sanitize_secret_name(&name);
+            prop_assert!(sanitized.is_empty() || sanitized.len() <= 253);
+            prop_assert!(!sanitized.starts_with(['-', '.']) && !sanitized.ends_with(['-', '.']));
+        }
+
+        #[test]
+        fn every_key_of_the_data_is_valid(labels in prop::collection::vec("\\PC{0,20}", 0..12)) {
+            let fields = labels.iter().map(|l| field(l, "v")).collect();
+            let data = build(&item(vec![], fields, vec![]));
+            for key in data.data.keys() {
+                prop_assert!(is_valid_key(key));
+            }
+        }
+    }
+}

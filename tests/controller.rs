@@ -1,0 +1,874 @@
+//! The OnePasswordItem controller against a real kube-apiserver, with the Connect simulator
+//! as Connect. Covers the cases of 1Password's Go operator test suites and ours (drift
+//! repair, ownership safety, outages, status, Events, no secret in logs).
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::events::v1::Event;
+use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
+use onepassword_operator::annotations::{ALLOW_ADOPTION, ITEM_PATH, ITEM_VERSION, LEGACY_FINALIZER, MANAGED_BY_LABEL};
+use onepassword_operator::connect::models::PatchOp;
+use onepassword_operator::connect::{ConnectClient, ConnectConfig, Filter, RetryPolicy};
+use onepassword_operator::controller::{self, Context, Settings};
+use onepassword_operator::crd::{ItemCondition, OnePasswordItem, OnePasswordItemSpec};
+use onepassword_operator::metrics::Metrics;
+use onepassword_operator::sim::faults::FaultRule;
+use onepassword_operator::sim::{self, DataFile, RunningSimulator, SimAdmin, SimConfig};
+use secrecy::SecretString;
+use serde_json::json;
+
+const DATA: &str = r#"
+tokens:
+  - { name: operator, token: op-token, vaults: { "*": read } }
+  - { name: writer, token: writer-token, vaults: { "*": read-write } }
+vaults:
+  - name: Demo
+    items:
+      - title: Database
+        urls:
+          - { label: website, href: "https://db.example", primary: true }
+          - { label: website, href: "https://other.example" }
+          - { href: "https://unlabelled.example" }
+        fields:
+          - { label: username, value: s3cr3t-user, purpose: USERNAME }
+          - { label: password, value: s3cr3t-pass-1, purpose: PASSWORD }
+          - { label: first host, value: s3cr3t-db1 }
+          - { label: "😄 ice-cream type", value: s3cr3t-vanilla }
+          - { label: empty, value: "" }
+      - title: Certs
+        category: SECURE_NOTE
+        files:
+          - { name: tls.crt, content: "s3cr3t-certificate" }
+          - { name: key.bin, contentBase64: "AAECAwQ=" }
+      - title: abcdefghijklmnopqrstuvwxyz
+        fields: [{ label: note, value: s3cr3t-idlike }]
+      - title: Twin
+        fields: [{ label: which, value: s3cr3t-first }]
+      - title: Twin
+        fields: [{ label: which, value: s3cr3t-second }]
+      - title: Collide
+        urls: [{ label: host, href: "https://s3cr3t-url.example" }]
+        fields: [{ label: host, value: s3cr3t-field-host }]
+      - title: Frozen
+        tags: ["operator.1password.io:ignore-secret"]
+        fields: [{ label: password, value: s3cr3t-frozen-1 }]
+      - title: Docker
+        fields: [{ label: .dockerconfigjson, value: '{"auths":{"s3cr3t-registry":{}}}' }]
+      - title: Big
+        files: [{ name: big.bin, contentBase64: "BIG_FILE" }]
+"#;
+
+/// One test's world: a simulator, a namespace, and a controller watching only that namespace.
+struct Harness {
+    sim: RunningSimulator,
+    kube: kube::Client,
+    ns: String,
+    writer: ConnectClient,
+    ctx: Arc<Context>,
+    vault_id: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn connect_client(sim: &RunningSimulator, token: &str, retry: RetryPolicy) -> ConnectClient {
+    let mut config = ConnectConfig::new(sim.url(), SecretString::from(token.to_owned()));
+    config.retry = retry;
+    ConnectClient::new(config).unwrap()
+}
+
+async fn harness(prefix: &str, polling_interval: Duration) -> Option<Harness> {
+    let cluster = support::cluster()?;
+    let big = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, vec![1u8; 1_100_000]);
+    let data = DataFile::parse(&DATA.replace("BIG_FILE", &big)).unwrap();
+    let mut config = SimConfig::new(data);
+    config.max_inline_file_size_kb = 2048;
+    let sim = sim::start(config, "127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let kube = cluster.admin_client().unwrap();
+    let ns = support::namespace(&kube, prefix).await;
+    let retry = RetryPolicy {
+        max_retries: 1,
+        min_delay: Duration::from_millis(10),
+        max_delay: Duration::from_millis(50),
+    };
+    let metrics = Arc::new(Metrics::default());
+    let mut op_config = ConnectConfig::new(sim.url(), SecretString::from("op-token"));
+    op_config.retry = retry;
+    let connect = ConnectClient::with_metrics(op_config, metrics.connect.clone()).unwrap();
+    let settings = Settings {
+        namespaces: vec![ns.clone()],
+        polling_interval,
+        ..Settings::default()
+    };
+    let ctx = Arc::new(Context::new(kube.clone(), connect, settings, metrics));
+    let task = tokio::spawn(controller::run(ctx.clone()));
+    let writer = connect_client(&sim, "writer-token", RetryPolicy::none());
+    let vault_id = writer.list_vaults(Some(&Filter::name_eq("Demo"))).await.unwrap()[0]
+        .id
+        .clone();
+    Some(Harness {
+        sim,
+        kube,
+        ns,
+        writer,
+        ctx,
+        vault_id,
+        task,
+    })
+}
+
+macro_rules! harness {
+    ($prefix:expr) => {
+        harness!($prefix, Duration::from_secs(30))
+    };
+    ($prefix:expr, $interval:expr) => {
+        match harness($prefix, $interval).await {
+            Some(h) => h,
+            None => return,
+        }
+    };
+}
+
+impl Harness {
+    fn items(&self) -> Api<OnePasswordItem> {
+        Api::namespaced(self.kube.clone(), &self.ns)
+    }
+
+    fn secrets(&self) -> Api<Secret> {
+        Api::namespaced(self.kube.clone(), &self.ns)
+    }
+
+    fn admin(&self) -> SimAdmin {
+        self.sim.admin()
+    }
+
+    async fn create(&self, name: &str, path: &str) -> OnePasswordItem {
+        self.create_with(name, path, |_| {}).await
+    }
+
+    async fn create_with(&self, name: &str, path: &str, edit: impl FnOnce(&mut OnePasswordItem)) -> OnePasswordItem {
+        let mut opi = OnePasswordItem::new(name, OnePasswordItemSpec { item_path: path.into() });
+        edit(&mut opi);
+        self.items().create(&PostParams::default(), &opi).await.unwrap()
+    }
+
+    async fn item_id(&self, title: &str) -> String {
+        self.writer
+            .list_items(&self.vault_id, Some(&Filter::title_eq(title)))
+            .await
+            .unwrap()[0]
+            .id
+            .clone()
+    }
+
+    /// Sets the value of the item's field with this label, as a 1Password user would.
+    async fn set_field(&self, title: &str, label: &str, new_value: &str) {
+        let id = self.item_id(title).await;
+        let item = self.writer.get_item(&self.vault_id, &id).await.unwrap();
+        let field = item.fields.iter().find(|f| f.label == label).unwrap();
+        let op = PatchOp::replace(format!("/fields/{}/value", field.id), json!(new_value));
+        self.writer.patch_item(&self.vault_id, &id, &[op]).await.unwrap();
+    }
+
+    async fn patch_item(&self, title: &str, ops: &[PatchOp]) {
+        let id = self.item_id(title).await;
+        self.writer.patch_item(&self.vault_id, &id, ops).await.unwrap();
+    }
+
+    /// Waits until the Secret exists and satisfies `check`.
+    async fn secret_where(&self, name: &str, timeout: Duration, check: impl Fn(&Secret) -> bool) -> Secret {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(secret) = self.secrets().get_opt(name).await.unwrap()
+                && check(&secret)
+            {
+                return secret;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "Secret {name} did not reach the expected state in {timeout:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    async fn secret(&self, name: &str) -> Secret {
+        self.secret_where(name, Duration::from_secs(20), |_| true).await
+    }
+
+    /// Waits until the Ready condition has this reason, and returns the object.
+    async fn ready_reason(&self, name: &str, reason: &str) -> OnePasswordItem {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let opi = self.items().get(name).await.unwrap();
+            if ready(&opi).and_then(|c| c.reason.as_deref()) == Some(reason) {
+                return opi;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name} never became {reason}: {:?}",
+                opi.status
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    async fn events_for(&self, name: &str) -> Vec<Event> {
+        let events: Api<Event> = Api::namespaced(self.kube.clone(), &self.ns);
+        let all = events.list(&ListParams::default()).await.unwrap().items;
+        all.into_iter()
+            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+            .collect()
+    }
+
+    async fn wait_for_event(&self, name: &str, reason: &str) -> Event {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(event) = self
+                .events_for(name)
+                .await
+                .into_iter()
+                .find(|e| e.reason.as_deref() == Some(reason))
+            {
+                return event;
+            }
+            assert!(Instant::now() < deadline, "no {reason} Event for {name}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+fn ready(opi: &OnePasswordItem) -> Option<&ItemCondition> {
+    condition(opi, "Ready")
+}
+
+fn ready_message(opi: &OnePasswordItem) -> &str {
+    ready(opi).and_then(|c| c.message.as_deref()).unwrap_or_default()
+}
+
+/// The Secret `db` still holds the item's first password: nothing was lost.
+async fn assert_password_kept(h: &Harness) {
+    assert_eq!(
+        value(&h.secret("db").await, "password").as_deref(),
+        Some("s3cr3t-pass-1")
+    );
+}
+
+fn condition<'a>(opi: &'a OnePasswordItem, type_: &str) -> Option<&'a ItemCondition> {
+    opi.status.as_ref()?.conditions.iter().find(|c| c.type_ == type_)
+}
+
+fn data(secret: &Secret) -> BTreeMap<String, String> {
+    secret
+        .data
+        .iter()
+        .flatten()
+        .map(|(k, v)| (k.clone(), String::from_utf8_lossy(&v.0).into_owned()))
+        .collect()
+}
+
+fn value(secret: &Secret, key: &str) -> Option<String> {
+    data(secret).get(key).cloned()
+}
+
+// ----- the Go operator's cases -----
+
+#[tokio::test]
+async fn secret_from_an_item_by_id() {
+    let h = harness!("by-id");
+    let item_id = h.item_id("Database").await;
+    h.create("db", &format!("vaults/{}/items/{item_id}", h.vault_id)).await;
+    let opi = h.ready_reason("db", "Synced").await;
+    let secret = h.secret("db").await;
+    assert_eq!(value(&secret, "username").as_deref(), Some("s3cr3t-user"));
+    assert_eq!(value(&secret, "password").as_deref(), Some("s3cr3t-pass-1"));
+    let annotations = secret.annotations();
+    assert_eq!(annotations[ITEM_PATH], format!("vaults/{}/items/{item_id}", h.vault_id));
+    assert_eq!(annotations[ITEM_VERSION], "1");
+    assert_eq!(secret.labels()[MANAGED_BY_LABEL], "onepassword-operator");
+    let owner = &secret.owner_references()[0];
+    assert_eq!(
+        (owner.kind.as_str(), owner.name.as_str(), owner.controller),
+        ("OnePasswordItem", "db", Some(true))
+    );
+    assert_eq!(owner.uid, opi.uid().unwrap());
+    assert_eq!(secret.type_.as_deref(), Some("Opaque"));
+    let status = opi.status.unwrap();
+    assert_eq!(
+        (status.vault_id.as_deref(), status.item_id.as_deref()),
+        (Some(h.vault_id.as_str()), Some(item_id.as_str()))
+    );
+    assert_eq!(status.item_version, Some(1));
+    assert!(status.last_synced_at.is_some());
+    assert!(
+        opi.metadata.finalizers.is_none(),
+        "no finalizer that could block namespace deletion"
+    );
+}
+
+#[tokio::test]
+async fn secret_from_an_item_by_title_and_a_vault_name_in_another_case() {
+    let h = harness!("by-title");
+    h.create("db", "vaults/demo/items/Database").await;
+    let secret = h.secret("db").await;
+    assert_eq!(value(&secret, "username").as_deref(), Some("s3cr3t-user"));
+    let opi = h.ready_reason("db", "Synced").await;
+    assert_eq!(opi.status.unwrap().vault_id, Some(h.vault_id.clone()));
+}
+
+#[tokio::test]
+async fn secret_from_an_item_with_a_26_character_title() {
+    let h = harness!("idlike");
+    h.create("idlike", "vaults/Demo/items/abcdefghijklmnopqrstuvwxyz").await;
+    let secret = h.secret("idlike").await;
+    assert_eq!(value(&secret, "note").as_deref(), Some("s3cr3t-idlike"));
+}
+
+#[tokio::test]
+async fn urls_labels_and_empty_values_map_like_go() {
+    let h = harness!("mapping");
+    h.create("db", "vaults/Demo/items/Database").await;
+    let secret = h.secret("db").await;
+    let data = data(&secret);
+    assert_eq!(data["website"], "https://db.example", "the primary URL of a label wins");
+    assert_eq!(data["first-host"], "s3cr3t-db1", "invalid characters become -");
+    assert_eq!(
+        data["ice-cream-type"], "s3cr3t-vanilla",
+        "leading invalid characters are dropped"
+    );
+    assert!(!data.contains_key("empty"), "empty values are skipped");
+    assert_eq!(data.len(), 5, "{:?}", data.keys().collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn files_become_keys_with_raw_bytes() {
+    let h = harness!("files");
+    h.create("certs", "vaults/Demo/items/Certs").await;
+    let secret = h.secret("certs").await;
+    let data = secret.data.clone().unwrap();
+    assert_eq!(data["tls.crt"].0, b"s3cr3t-certificate");
+    assert_eq!(data["key.bin"].0, vec![0, 1, 2, 3, 4]);
+}
+
+#[tokio::test]
+async fn no_rewrite_when_the_version_is_unchanged() {
+    let h = harness!("no-rewrite", Duration::from_millis(500));
+    h.create("db", "vaults/Demo/items/Database").await;
+    h.ready_reason("db", "Synced").await;
+    let before = h.secret("db").await;
+    let status_before = h.items().get("db").await.unwrap().status;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = h.secret("db").await;
+    assert_eq!(
+        before.resource_version(),
+        after.resource_version(),
+        "the Secret was not written again"
+    );
+    assert_eq!(
+        status_before,
+        h.items().get("db").await.unwrap().status,
+        "nor was the status"
+    );
+    let reconciles = h.ctx.metrics.reconcile_count("ok");
+    assert!(reconciles >= 3, "it did look again, {reconciles} times");
+}
+
+#[tokio::test]
+async fn custom_secret_type() {
+    let h = harness!("type");
+    h.create_with("docker", "vaults/Demo/items/Docker", |o| {
+        o.secret_type = Some("kubernetes.io/dockerconfigjson".into())
+    })
+    .await;
+    let secret = h.secret("docker").await;
+    assert_eq!(secret.type_.as_deref(), Some("kubernetes.io/dockerconfigjson"));
+    assert!(value(&secret, ".dockerconfigjson").unwrap().contains("auths"));
+}
+
+#[tokio::test]
+async fn a_type_change_recreates_the_secret() {
+    let h = harness!("retype");
+    h.create("db", "vaults/Demo/items/Database").await;
+    let first = h.secret("db").await;
+    let patch = json!({ "type": "kubernetes.io/basic-auth" });
+    h.items()
+        .patch("db", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    let second = h
+        .secret_where("db", Duration::from_secs(20), |s| {
+            s.type_.as_deref() == Some("kubernetes.io/basic-auth")
+        })
+        .await;
+    assert_ne!(
+        first.uid(),
+        second.uid(),
+        "a new object: the type of a Secret is immutable"
+    );
+    assert_eq!(value(&second, "username").as_deref(), Some("s3cr3t-user"));
+    h.wait_for_event("db", "Recreated").await;
+}
+
+#[tokio::test]
+async fn invalid_resources_are_rejected_at_apply_time() {
+    let h = harness!("invalid");
+    let bad = OnePasswordItem::new(
+        "bad",
+        OnePasswordItemSpec {
+            item_path: "vaults/Demo/Database".into(),
+        },
+    );
+    let err = h.items().create(&PostParams::default(), &bad).await.unwrap_err();
+    assert!(err.to_string().contains("itemPath must look like"), "{err}");
+}
+
+#[tokio::test]
+async fn the_ignore_tag_freezes_the_data() {
+    let h = harness!("frozen", Duration::from_millis(500));
+    h.create("frozen", "vaults/Demo/items/Frozen").await;
+    let secret = h.secret("frozen").await;
+    assert_eq!(
+        value(&secret, "password").as_deref(),
+        Some("s3cr3t-frozen-1"),
+        "a new Secret is created as in Go"
+    );
+    h.set_field("Frozen", "password", "s3cr3t-frozen-2").await;
+    let opi = h.ready_reason("frozen", "Frozen").await;
+    assert_eq!(opi.status.unwrap().item_version, Some(1));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        value(&h.secret("frozen").await, "password").as_deref(),
+        Some("s3cr3t-frozen-1")
+    );
+
+    // Removing the tag resumes syncing.
+    h.patch_item("Frozen", &[PatchOp::replace("/tags", json!([]))]).await;
+    h.secret_where("frozen", Duration::from_secs(10), |s| {
+        value(s, "password").as_deref() == Some("s3cr3t-frozen-2")
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_item_update_propagates() {
+    let interval = Duration::from_secs(1);
+    let h = harness!("update", interval);
+    h.create("db", "vaults/Demo/items/Database").await;
+    h.ready_reason("db", "Synced").await;
+    let changed = Instant::now();
+    h.set_field("Database", "password", "s3cr3t-pass-2").await;
+    let secret = h
+        .secret_where("db", interval + Duration::from_secs(2), |s| {
+            value(s, "password").as_deref() == Some("s3cr3t-pass-2")
+        })
+        .await;
+    eprintln!("propagation took {:?}", changed.elapsed());
+    assert_eq!(secret.annotations()[ITEM_VERSION], "2");
+    h.wait_for_event("db", "Updated").await;
+}
+
+// ----- ours -----
+
+#[tokio::test]
+async fn a_hand_edit_is_repaired_within_a_second_without_calling_connect() {
+    let h = harness!("drift-edit");
+    h.create("db", "vaults/Demo/items/Database").await;
+    h.ready_reason("db", "Synced").await;
+    h.admin().reset_stats().await.unwrap();
+    let edit = json!({ "data": { "password": "aGFja2Vk", "added-by-hand": "eA==" } });
+    let edited_at = Instant::now();
+    h.secrets()
+        .patch("db", &PatchParams::default(), &Patch::Merge(&edit))
+        .await
+        .unwrap();
+    let repaired = h
+        .secret_where("db", Duration::from_secs(1), |s| {
+            value(s, "password").as_deref() == Some("s3cr3t-pass-1") && value(s, "added-by-hand").is_none()
+        })
+        .await;
+    eprintln!("repair took {:?}", edited_at.elapsed());
+    assert_eq!(value(&repaired, "username").as_deref(), Some("s3cr3t-user"));
+    assert_eq!(
+        h.admin().stats().await.unwrap().total,
+        0,
+        "repaired from cache, no Connect call"
+    );
+    h.wait_for_event("db", "Repaired").await;
+}
+
+#[tokio::test]
+async fn a_deleted_secret_is_put_back() {
+    let h = harness!("drift-delete");
+    h.create("db", "vaults/Demo/items/Database").await;
+    let first = h.secret("db").await;
+    h.secrets().delete("db", &DeleteParams::default()).await.unwrap();
+    let back = h
+        .secret_where("db", Duration::from_secs(2), |s| s.uid() != first.uid())
+        .await;
+    assert_eq!(value(&back, "password").as_deref(), Some("s3cr3t-pass-1"));
+    h.wait_for_event("db", "Repaired").await;
+}
+
+#[tokio::test]
+async fn a_foreign_secret_is_never_overwritten_unless_handed_over() {
+    let h = harness!("foreign");
+    let foreign = Secret {
+        metadata: ObjectMeta {
+            name: Some("db".into()),
+            ..ObjectMeta::default()
+        },
+        string_data: Some(BTreeMap::from([("mine".to_string(), "keep-me".to_string())])),
+        ..Secret::default()
+    };
+    h.secrets().create(&PostParams::default(), &foreign).await.unwrap();
+    h.create("db", "vaults/Demo/items/Database").await;
+    let opi = h.ready_reason("db", "SecretConflict").await;
+    assert_eq!(ready(&opi).unwrap().status, "False");
+    assert!(ready_message(&opi).contains(ALLOW_ADOPTION));
+    let event = h.wait_for_event("db", "SecretConflict").await;
+    assert_eq!(event.type_.as_deref(), Some("Warning"));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        data(&h.secret("db").await),
+        BTreeMap::from([("mine".to_string(), "keep-me".to_string())])
+    );
+
+    // The Secret's owner hands it over; the next attempt adopts it.
+    let handover = json!({ "metadata": { "annotations": { ALLOW_ADOPTION: "true" } } });
+    h.secrets()
+        .patch("db", &PatchParams::default(), &Patch::Merge(&handover))
+        .await
+        .unwrap();
+    let touch = json!({ "metadata": { "labels": { "nudge": "1" } } });
+    h.items()
+        .patch("db", &PatchParams::default(), &Patch::Merge(&touch))
+        .await
+        .unwrap();
+    let adopted = h
+        .secret_where("db", Duration::from_secs(20), |s| value(s, "password").is_some())
+        .await;
+    assert!(
+        value(&adopted, "mine").is_none(),
+        "an adopted Secret holds exactly the item"
+    );
+    assert_eq!(adopted.owner_references()[0].name, "db");
+}
+
+#[tokio::test]
+async fn a_connect_outage_keeps_the_secret_and_says_why() {
+    let h = harness!("outage", Duration::from_millis(500));
+    h.create("db", "vaults/Demo/items/Database").await;
+    h.ready_reason("db", "Synced").await;
+    let before = h.secret("db").await;
+    h.admin().set_outage(true).await.unwrap();
+    let opi = h.ready_reason("db", "ConnectUnavailable").await;
+    let ready = ready(&opi).unwrap();
+    assert_eq!(ready.status, "False");
+    assert!(ready.message.as_deref().unwrap().contains("503"), "{ready:?}");
+    assert_eq!(
+        opi.status.as_ref().unwrap().item_version,
+        Some(1),
+        "status still says what the Secret holds"
+    );
+    let event = h.wait_for_event("db", "ConnectUnavailable").await;
+    assert_eq!(event.type_.as_deref(), Some("Warning"));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let during = h.secret("db").await;
+    assert_eq!(during.data, before.data, "not blanked");
+    assert_eq!(
+        during.resource_version(),
+        before.resource_version(),
+        "not touched at all"
+    );
+
+    h.admin().set_outage(false).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while ready_reason_now(&h, "db").await.as_deref() != Some("Synced") {
+        assert!(Instant::now() < deadline, "did not recover");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn ready_reason_now(h: &Harness, name: &str) -> Option<String> {
+    ready(&h.items().get(name).await.unwrap()).and_then(|c| c.reason.clone())
+}
+
+#[tokio::test]
+async fn a_rejected_token_has_its_own_reason() {
+    let h = harness!("unauthorized");
+    h.admin()
+        .add_rule(&FaultRule {
+            operation: "list_vaults".into(),
+            status: Some(401),
+            message: Some("Invalid token signature".into()),
+            ..FaultRule::default()
+        })
+        .await
+        .unwrap();
+    h.create("db", "vaults/Demo/items/Database").await;
+    let opi = h.ready_reason("db", "ConnectUnauthorized").await;
+    assert!(ready_message(&opi).contains("Invalid token signature"));
+    let calls = h
+        .admin()
+        .stats()
+        .await
+        .unwrap()
+        .requests
+        .get("list_vaults")
+        .copied()
+        .unwrap_or(0);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let later = h
+        .admin()
+        .stats()
+        .await
+        .unwrap()
+        .requests
+        .get("list_vaults")
+        .copied()
+        .unwrap_or(0);
+    assert_eq!(calls, later, "no hammering with a rejected token");
+}
+
+#[tokio::test]
+async fn a_deleted_item_keeps_the_secret() {
+    let h = harness!("item-gone", Duration::from_millis(500));
+    h.create("db", "vaults/Demo/items/Database").await;
+    h.ready_reason("db", "Synced").await;
+    let id = h.item_id("Database").await;
+    h.writer.delete_item(&h.vault_id, &id).await.unwrap();
+    let opi = h.ready_reason("db", "ItemNotFound").await;
+    assert!(ready_message(&opi).contains("Database"));
+    assert_password_kept(&h).await;
+}
+
+#[tokio::test]
+async fn unknown_vaults_and_items_say_so() {
+    let h = harness!("unknown");
+    h.create("novault", "vaults/Nope/items/Database").await;
+    h.create("noitem", "vaults/Demo/items/Nope").await;
+    h.ready_reason("novault", "VaultNotFound").await;
+    h.ready_reason("noitem", "ItemNotFound").await;
+    assert!(h.secrets().get_opt("noitem").await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn an_oversized_item_is_refused_and_the_old_secret_stays() {
+    let h = harness!("too-large");
+    h.create("db", "vaults/Demo/items/Database").await;
+    h.ready_reason("db", "Synced").await;
+    let patch = json!({ "spec": { "itemPath": "vaults/Demo/items/Big" } });
+    h.items()
+        .patch("db", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    let opi = h.ready_reason("db", "SecretTooLarge").await;
+    assert!(ready_message(&opi).contains("1048576-byte limit"));
+    assert_password_kept(&h).await;
+}
+
+#[tokio::test]
+async fn collisions_and_ambiguous_titles_are_reported() {
+    let h = harness!("report");
+    h.create("collide", "vaults/Demo/items/Collide").await;
+    h.create("twin", "vaults/Demo/items/Twin").await;
+    let secret = h.secret("collide").await;
+    assert_eq!(
+        value(&secret, "host").as_deref(),
+        Some("s3cr3t-field-host"),
+        "Go's result: the field wins"
+    );
+    let opi = h.ready_reason("collide", "Synced").await;
+    let collision = condition(&opi, "KeyCollision").expect("a KeyCollision condition");
+    assert!(
+        collision
+            .message
+            .as_deref()
+            .unwrap()
+            .contains(r#"key "host" holds field "host" (also from URL "host")"#)
+    );
+    assert!(
+        !collision.message.as_deref().unwrap().contains("s3cr3t"),
+        "no values in status"
+    );
+    h.wait_for_event("collide", "KeyCollision").await;
+
+    let twin = h.ready_reason("twin", "Synced").await;
+    assert_eq!(
+        value(&h.secret("twin").await, "which").as_deref(),
+        Some("s3cr3t-first"),
+        "the oldest wins, as in Go"
+    );
+    assert!(condition(&twin, "ItemPathAmbiguous").is_some());
+    h.wait_for_event("twin", "AmbiguousItemPath").await;
+}
+
+#[tokio::test]
+async fn labels_and_auto_restart_are_copied_and_status_is_complete() {
+    let h = harness!("status");
+    h.create_with("db", "vaults/Demo/items/Database", |o| {
+        o.metadata.labels = Some(BTreeMap::from([("team".to_string(), "payments".to_string())]));
+        o.metadata.annotations = Some(BTreeMap::from([(
+            "operator.1password.io/auto-restart".to_string(),
+            "true".to_string(),
+        )]));
+    })
+    .await;
+    let secret = h.secret("db").await;
+    assert_eq!(secret.labels()["team"], "payments");
+    assert_eq!(secret.annotations()["operator.1password.io/auto-restart"], "true");
+    let opi = h.ready_reason("db", "Synced").await;
+    let ready = ready(&opi).unwrap();
+    assert_eq!(ready.status, "True");
+    assert_eq!(ready.message.as_deref(), Some("Secret db holds item version 1"));
+    assert_eq!(ready.observed_generation, opi.metadata.generation);
+    assert!(ready.last_transition_time.is_some());
+    assert_eq!(
+        opi.status.as_ref().unwrap().observed_generation,
+        opi.metadata.generation
+    );
+    let created = h.wait_for_event("db", "Created").await;
+    assert_eq!(created.type_.as_deref(), Some("Normal"));
+    assert_eq!(created.note.as_deref(), Some("Created Secret db to item version 1"));
+    assert_eq!(created.reporting_controller.as_deref(), Some("onepassword-operator"));
+}
+
+#[tokio::test]
+async fn deleting_the_resource_leaves_the_secret_to_garbage_collection() {
+    let h = harness!("delete");
+    h.create("db", "vaults/Demo/items/Database").await;
+    let secret = h.secret("db").await;
+    let opi = h.items().get("db").await.unwrap();
+    let owner = &secret.owner_references()[0];
+    assert_eq!(
+        (owner.uid.as_str(), owner.block_owner_deletion),
+        (opi.uid().unwrap().as_str(), Some(true))
+    );
+    h.items().delete("db", &DeleteParams::default()).await.unwrap();
+    // Without a finalizer the object is gone at once; a cluster's garbage collector then
+    // deletes the Secret through its ownerReference (there is no GC in this control plane).
+    assert!(h.items().get_opt("db").await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn the_go_operators_finalizer_is_removed() {
+    let h = harness!("legacy");
+    h.create_with("db", "vaults/Demo/items/Database", |o| {
+        o.metadata.finalizers = Some(vec![LEGACY_FINALIZER.into()])
+    })
+    .await;
+    h.ready_reason("db", "Synced").await;
+    let opi = h.items().get("db").await.unwrap();
+    assert!(opi.finalizers().is_empty(), "{:?}", opi.finalizers());
+    h.items().delete("db", &DeleteParams::default()).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while h.items().get_opt("db").await.unwrap().is_some() {
+        assert!(Instant::now() < deadline, "deletion blocked");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn resources_sharing_an_item_cost_one_fetch() {
+    let h = harness!("shared");
+    h.admin().reset_stats().await.unwrap();
+    for i in 0..5 {
+        h.create(&format!("db-{i}"), "vaults/Demo/items/Database").await;
+    }
+    for i in 0..5 {
+        h.ready_reason(&format!("db-{i}"), "Synced").await;
+    }
+    let stats = h.admin().stats().await.unwrap();
+    assert_eq!(stats.requests.get("get_item"), Some(&1), "{stats:?}");
+}
+
+// ----- logs -----
+
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn capture_trace_logs() -> Captured {
+    static CAPTURED: OnceLock<Captured> = OnceLock::new();
+    CAPTURED
+        .get_or_init(|| {
+            let captured = Captured::default();
+            let writer = captured.clone();
+            tracing_subscriber::fmt()
+                .with_max_level(tracing::Level::TRACE)
+                .with_writer(move || writer.clone())
+                .with_ansi(false)
+                .init();
+            captured
+        })
+        .clone()
+}
+
+#[tokio::test]
+async fn no_secret_value_reaches_a_log_line_at_trace_level() {
+    let captured = capture_trace_logs();
+    let h = harness!("logs", Duration::from_millis(500));
+    h.create("db", "vaults/Demo/items/Database").await;
+    h.create("certs", "vaults/Demo/items/Certs").await;
+    h.create("collide", "vaults/Demo/items/Collide").await;
+    h.ready_reason("db", "Synced").await;
+    h.set_field("Database", "password", "s3cr3t-pass-9").await;
+    h.secret_where("db", Duration::from_secs(5), |s| {
+        value(s, "password").as_deref() == Some("s3cr3t-pass-9")
+    })
+    .await;
+    let edit = json!({ "data": { "password": "aGFja2Vk" } });
+    h.secrets()
+        .patch("db", &PatchParams::default(), &Patch::Merge(&edit))
+        .await
+        .unwrap();
+    h.secret_where("db", Duration::from_secs(5), |s| {
+        value(s, "password").as_deref() == Some("s3cr3t-pass-9")
+    })
+    .await;
+    h.secret("certs").await;
+    h.ready_reason("collide", "Synced").await;
+
+    let text = String::from_utf8_lossy(&captured.0.lock().unwrap()).into_owned();
+    assert!(
+        text.lines().count() > 100,
+        "trace logging was captured ({} lines)",
+        text.lines().count()
+    );
+    assert!(
+        text.contains("Secret written"),
+        "the operator's own logs are in the capture"
+    );
+    let leaks: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("s3cr3t") || l.contains("op-token") || l.contains("writer-token"))
+        .collect();
+    assert!(
+        leaks.is_empty(),
+        "{} log lines hold secret values or tokens, e.g.:\n{}",
+        leaks.len(),
+        leaks.iter().take(5).copied().collect::<Vec<_>>().join("\n")
+    );
+    std::io::stderr().flush().unwrap();
+}
