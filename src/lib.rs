@@ -3,11 +3,13 @@
 //!
 //! - [`connect`]: the Connect API client (models, errors, filters, resolution).
 //! - [`controller`]: the OnePasswordItem controller (resolve → fetch → build → apply → status).
+//! - [`poller`]: O(vaults) change detection that triggers the controller.
 //! - [`secret`]: the pure item → Secret mapping.
 //! - [`crd`]: the `OnePasswordItem` custom resource and its CRD.
 //! - [`sim`]: a Connect-compatible simulator for tests, benchmarks and the demo.
 //! - [`cli`], [`check`]: shared command-line settings and `connect-check`.
 //! - [`local_cluster`]: etcd + kube-apiserver as local processes (tests, benchmarks, demo).
+//! - [`server`]: `/healthz`, `/readyz` and `/metrics`.
 //! - [`telemetry`]: logging setup shared by every subcommand.
 
 pub mod annotations;
@@ -18,7 +20,9 @@ pub mod controller;
 pub mod crd;
 pub mod local_cluster;
 pub mod metrics;
+pub mod poller;
 pub mod secret;
+pub mod server;
 pub mod sim;
 pub mod telemetry;
 

@@ -13,6 +13,7 @@ use onepassword_operator::connect::ConnectClient;
 use onepassword_operator::controller::{self, Context, Settings};
 use onepassword_operator::metrics::Metrics;
 use onepassword_operator::secret::MappingOptions;
+use onepassword_operator::server;
 use onepassword_operator::sim::{self, DataFile, SimConfig};
 use onepassword_operator::telemetry::{self, LogFormat};
 
@@ -58,8 +59,9 @@ struct RunArgs {
     /// Namespaces to watch, comma-separated; empty watches all.
     #[arg(long, env = "WATCH_NAMESPACE", default_value = "", value_delimiter = ',')]
     watch_namespace: Vec<String>,
-    /// Seconds between looks at each item (and the oldest a cached item may be).
-    #[arg(long, env = "POLLING_INTERVAL", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..))]
+    /// Seconds between change-detection polls. Each poll costs one Connect call per
+    /// referenced vault, whatever the number of items.
+    #[arg(long, env = "POLLING_INTERVAL", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     polling_interval: u64,
     /// Restart workloads whose Secret changed, unless an annotation says otherwise.
     #[arg(long, env = "AUTO_RESTART", action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true", default_value_t = false)]
@@ -73,6 +75,12 @@ struct RunArgs {
     /// Reconciles running at once.
     #[arg(long, env = "OP_CONCURRENCY", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..))]
     concurrency: u16,
+    /// Where `/metrics` is served.
+    #[arg(long, env = "METRICS_BIND_ADDRESS", default_value = "0.0.0.0:8080")]
+    metrics_bind_address: std::net::SocketAddr,
+    /// Where `/healthz` and `/readyz` are served.
+    #[arg(long, env = "HEALTH_PROBE_BIND_ADDRESS", default_value = "0.0.0.0:8081")]
+    health_probe_bind_address: std::net::SocketAddr,
 }
 
 #[derive(Args, Debug)]
@@ -185,9 +193,13 @@ async fn run(args: RunArgs) -> Result<(), String> {
             allow_empty_values: args.allow_empty_values,
         },
         concurrency: args.concurrency,
+        ..Settings::default()
     };
     tracing::info!(namespaces = ?settings.namespaces, interval = ?settings.polling_interval, "starting the OnePasswordItem controller");
     let ctx = Arc::new(Context::new(client, connect, settings, metrics));
+    let metrics_addr = server::serve(args.metrics_bind_address, server::metrics_router(ctx.clone())).await?;
+    let probes_addr = server::serve(args.health_probe_bind_address, server::probes_router(ctx.clone())).await?;
+    tracing::info!(%metrics_addr, %probes_addr, "serving /metrics, /healthz and /readyz");
     controller::run(ctx).await;
     Ok(())
 }

@@ -5,6 +5,7 @@ use std::time::Duration;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -16,12 +17,29 @@ pub struct ReconcileLabels {
     pub result: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PollLabels {
+    /// `ok`, or `error` when a vault could not be checked.
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResourceLabels {
+    /// `in_sync` (Ready=True) or `out_of_sync`.
+    pub state: &'static str,
+}
+
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
     pub reconciles: Family<ReconcileLabels, Counter>,
     pub reconcile_duration: Histogram,
     pub connect: ConnectMetrics,
+    pub polls: Family<PollLabels, Counter>,
+    pub poll_duration: Histogram,
+    pub resources: Family<ResourceLabels, Gauge>,
+    pub last_successful_sync: Gauge<f64, std::sync::atomic::AtomicU64>,
+    pub last_successful_poll: Gauge<f64, std::sync::atomic::AtomicU64>,
 }
 
 impl Default for Metrics {
@@ -41,11 +59,42 @@ impl Default for Metrics {
         );
         let connect = ConnectMetrics::default();
         connect.register(&mut registry);
+        let polls = Family::<PollLabels, Counter>::default();
+        registry.register("polls", "Change-detection polls, by result", polls.clone());
+        let poll_duration = Histogram::new(exponential_buckets(0.001, 2.0, 16));
+        registry.register(
+            "poll_duration_seconds",
+            "Time one change-detection poll took",
+            poll_duration.clone(),
+        );
+        let resources = Family::<ResourceLabels, Gauge>::default();
+        registry.register(
+            "resources",
+            "OnePasswordItems by whether their Secret matches the item",
+            resources.clone(),
+        );
+        let last_successful_sync = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register(
+            "last_successful_sync_timestamp_seconds",
+            "When a reconcile last succeeded (Unix time)",
+            last_successful_sync.clone(),
+        );
+        let last_successful_poll = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register(
+            "last_successful_poll_timestamp_seconds",
+            "When a change-detection poll last checked every vault (Unix time)",
+            last_successful_poll.clone(),
+        );
         Self {
             registry,
             reconciles,
             reconcile_duration,
             connect,
+            polls,
+            poll_duration,
+            resources,
+            last_successful_sync,
+            last_successful_poll,
         }
     }
 }
@@ -54,6 +103,44 @@ impl Metrics {
     pub fn reconciled(&self, result: &'static str, took: Duration) {
         self.reconciles.get_or_create(&ReconcileLabels { result }).inc();
         self.reconcile_duration.observe(took.as_secs_f64());
+        if result == "ok" {
+            self.last_successful_sync.set(unix_now());
+        }
+    }
+
+    pub fn polled(&self, report: &crate::poller::PollReport, took: Duration) {
+        let result = if report.failed == 0 { "ok" } else { "error" };
+        self.polls.get_or_create(&PollLabels { result }).inc();
+        self.poll_duration.observe(took.as_secs_f64());
+        if report.failed == 0 {
+            self.last_successful_poll.set(unix_now());
+        }
+    }
+
+    pub fn poll_count(&self) -> u64 {
+        // One statement each: a Family guard held across a second `get_or_create` of a new
+        // label would deadlock on the family's lock.
+        let ok = self.polls.get_or_create(&PollLabels { result: "ok" }).get();
+        let failed = self.polls.get_or_create(&PollLabels { result: "error" }).get();
+        ok + failed
+    }
+
+    /// Counts resources in and out of sync, from what the controller's cache holds.
+    pub fn set_resources(&self, objects: &[std::sync::Arc<crate::crd::OnePasswordItem>]) {
+        let in_sync = objects
+            .iter()
+            .filter(|o| {
+                o.status
+                    .as_ref()
+                    .is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+            })
+            .count();
+        self.resources
+            .get_or_create(&ResourceLabels { state: "in_sync" })
+            .set(in_sync as i64);
+        self.resources
+            .get_or_create(&ResourceLabels { state: "out_of_sync" })
+            .set((objects.len() - in_sync) as i64);
     }
 
     pub fn reconcile_count(&self, result: &'static str) -> u64 {
@@ -66,4 +153,11 @@ impl Metrics {
         prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("metrics encode");
         out
     }
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or_default()
 }

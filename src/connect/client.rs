@@ -365,6 +365,13 @@ impl ConnectClient {
             .map(drop)
     }
 
+    /// `GET /heartbeat` once, without retries: for readiness probes.
+    pub async fn heartbeat_once(&self) -> Result<(), ConnectError> {
+        let call = Call::new("heartbeat", Method::GET, &["heartbeat"]);
+        let url = self.url(&call);
+        self.attempt(&call, url).await.map(drop)
+    }
+
     /// `GET /health`.
     pub async fn health(&self) -> Result<ServerHealth, ConnectError> {
         self.json(Call::new("health", Method::GET, &["health"])).await

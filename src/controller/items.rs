@@ -2,12 +2,11 @@
 //! kept so that a hand-edited Secret is repaired without a Connect call.
 //!
 //! Concurrent requests for one item are coalesced: they wait on the item's slot while one
-//! of them fetches. A cached item older than `max_age` is fetched again; the poller can also
-//! invalidate an item whose version moved.
+//! of them fetches. Entries do not expire by age: the poller invalidates an item whose
+//! version moved, and a 404 on a cached id drops it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use crate::connect::models::FullItem;
 use crate::connect::{ConnectClient, ConnectError};
@@ -26,7 +25,6 @@ pub struct ItemKey {
 pub struct CachedItem {
     pub item: FullItem,
     pub files: BTreeMap<String, Vec<u8>>,
-    pub fetched_at: Instant,
 }
 
 type Slot = Arc<tokio::sync::Mutex<Option<Arc<CachedItem>>>>;
@@ -46,16 +44,11 @@ impl ItemCache {
             .clone()
     }
 
-    /// The item, from cache when fetched less than `max_age` ago, else from Connect.
-    pub async fn get(
-        &self,
-        client: &ConnectClient,
-        key: &ItemKey,
-        max_age: Duration,
-    ) -> Result<Arc<CachedItem>, ConnectError> {
+    /// The item, from cache when present, else from Connect.
+    pub async fn get(&self, client: &ConnectClient, key: &ItemKey) -> Result<Arc<CachedItem>, ConnectError> {
         let slot = self.slot(key);
         let mut cached = slot.lock().await;
-        if let Some(item) = cached.as_ref().filter(|c| c.fetched_at.elapsed() < max_age) {
+        if let Some(item) = cached.as_ref() {
             return Ok(item.clone());
         }
         let fetched = Arc::new(fetch(client, key, cached.as_deref()).await?);
@@ -94,11 +87,7 @@ async fn fetch(
         Some(previous) => previous.files.clone(),
         None => fetch_files(client, key, &item).await?,
     };
-    Ok(CachedItem {
-        item,
-        files,
-        fetched_at: Instant::now(),
-    })
+    Ok(CachedItem { item, files })
 }
 
 /// One inline listing when every file is small; one content call per file otherwise.

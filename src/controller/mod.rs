@@ -47,9 +47,10 @@ use status::{Synced, Write};
 pub struct Settings {
     /// Namespaces to watch; empty means all.
     pub namespaces: Vec<String>,
-    /// How old a cached item may be before it is fetched again, and how often a synced
-    /// resource is looked at again.
+    /// How often the poller checks the referenced vaults for changes.
     pub polling_interval: Duration,
+    /// How often a synced resource is reconciled anyway (from cache: no Connect call).
+    pub resync_interval: Duration,
     pub mapping: MappingOptions,
     /// Reconciles running at once.
     pub concurrency: u16,
@@ -59,7 +60,8 @@ impl Default for Settings {
     fn default() -> Self {
         Self {
             namespaces: Vec::new(),
-            polling_interval: Duration::from_secs(15),
+            polling_interval: Duration::from_secs(10),
+            resync_interval: Duration::from_secs(600),
             mapping: MappingOptions::default(),
             concurrency: 16,
         }
@@ -75,6 +77,9 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     recorder: Recorder,
     failures: Mutex<HashMap<ObjectRef<OnePasswordItem>, u32>>,
+    /// Vaults the poller could not check last time, and why.
+    vault_failures: Mutex<HashMap<String, status::ConnectFailure>>,
+    caches_synced: std::sync::atomic::AtomicBool,
 }
 
 impl Context {
@@ -92,7 +97,44 @@ impl Context {
             settings,
             metrics,
             failures: Mutex::default(),
+            vault_failures: Mutex::default(),
+            caches_synced: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Whether every watch has listed its objects once.
+    pub fn caches_synced(&self) -> bool {
+        self.caches_synced.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub fn set_caches_synced(&self) {
+        self.caches_synced.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Records that a vault cannot be checked; true when it was fine before.
+    pub fn vault_failed(&self, vault_id: &str, failure: status::ConnectFailure) -> bool {
+        self.vault_failures
+            .lock()
+            .expect("vault failures lock")
+            .insert(vault_id.to_owned(), failure)
+            .is_none()
+    }
+
+    /// Records that a vault was checked; true when it was failing before.
+    pub fn vault_recovered(&self, vault_id: &str) -> bool {
+        self.vault_failures
+            .lock()
+            .expect("vault failures lock")
+            .remove(vault_id)
+            .is_some()
+    }
+
+    pub fn vault_failure(&self, vault_id: &str) -> Option<status::ConnectFailure> {
+        self.vault_failures
+            .lock()
+            .expect("vault failures lock")
+            .get(vault_id)
+            .cloned()
     }
 
     fn failed(&self, obj: &OnePasswordItem) -> u32 {
@@ -178,7 +220,7 @@ pub async fn reconcile(opi: Arc<OnePasswordItem>, ctx: Arc<Context>) -> Result<A
     match outcome {
         Ok(_) => {
             ctx.succeeded(&opi);
-            Ok(Action::requeue(ctx.settings.polling_interval))
+            Ok(Action::requeue(ctx.settings.resync_interval))
         }
         Err(error) => Err(error),
     }
@@ -255,11 +297,7 @@ async fn resolve_and_fetch(
         vault_id: vault.id,
         item_id: item.id,
     };
-    let cached = ctx
-        .items
-        .get(&ctx.connect, &key, ctx.settings.polling_interval)
-        .await
-        .map_err(not_found)?;
+    let cached = ctx.items.get(&ctx.connect, &key).await.map_err(not_found)?;
     Ok((key, Some(item.also_matched), cached))
 }
 
@@ -280,7 +318,7 @@ async fn sync(opi: &OnePasswordItem, namespace: &str, ctx: &Context) -> Result<S
             })
         });
     let (key, ambiguous_with, cached) = match reusable {
-        Some(key) => match ctx.items.get(&ctx.connect, &key, ctx.settings.polling_interval).await {
+        Some(key) => match ctx.items.get(&ctx.connect, &key).await {
             Ok(cached) => (key, None, cached),
             // Deleted, or replaced by an item with the same title: look the path up again.
             Err(err) if err.is_not_found() => {
@@ -346,8 +384,11 @@ async fn sync(opi: &OnePasswordItem, namespace: &str, ctx: &Context) -> Result<S
             }
         }
     };
+    // The Secret matches what we last saw, but whether that is still current is unknown.
+    let connect_failure = ctx.vault_failure(&key.vault_id);
     Ok(Synced {
         item_path,
+        connect_failure,
         vault_id: key.vault_id,
         item_id: key.item_id,
         item_version,
@@ -358,7 +399,8 @@ async fn sync(opi: &OnePasswordItem, namespace: &str, ctx: &Context) -> Result<S
     })
 }
 
-/// Runs the controller until a termination signal: one watch per namespace (or one for all).
+/// Runs the controllers (one watch per namespace, or one for all) and the poller that
+/// triggers them, until a termination signal.
 pub async fn run(ctx: Arc<Context>) {
     let selector = format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}");
     let scopes: Vec<Option<String>> = if ctx.settings.namespaces.is_empty() {
@@ -366,7 +408,10 @@ pub async fn run(ctx: Arc<Context>) {
     } else {
         ctx.settings.namespaces.iter().cloned().map(Some).collect()
     };
-    let runs = scopes.into_iter().map(|namespace| {
+    let mut stores = Vec::new();
+    let mut senders = std::collections::BTreeMap::new();
+    let mut runs = Vec::new();
+    for namespace in scopes {
         let (items, secrets): (Api<OnePasswordItem>, Api<Secret>) = match &namespace {
             Some(ns) => (
                 Api::namespaced(ctx.client.clone(), ns),
@@ -374,21 +419,31 @@ pub async fn run(ctx: Arc<Context>) {
             ),
             None => (Api::all(ctx.client.clone()), Api::all(ctx.client.clone())),
         };
+        let (trigger, triggered) = futures::channel::mpsc::channel(4096);
+        senders.insert(namespace.clone(), trigger);
         let span = tracing::info_span!("controller", namespace = namespace.as_deref().unwrap_or("*"));
-        Controller::new(items, watcher::Config::default())
+        let controller = Controller::new(items, watcher::Config::default())
             // Only our Secrets: memory does not grow with the cluster's other Secrets.
             .owns(secrets, watcher::Config::default().labels(&selector))
+            .reconcile_on(triggered)
             .with_config(ControllerConfig::default().concurrency(ctx.settings.concurrency))
-            .shutdown_on_signal()
+            .shutdown_on_signal();
+        stores.push(controller.store());
+        let run = controller
             .run(reconcile, error_policy, ctx.clone())
             .for_each(|result| async move {
                 if let Err(err) = result {
                     debug!(error = %err, "controller event");
                 }
             })
-            .instrument(span)
-    });
-    futures::future::join_all(runs).await;
+            .instrument(span);
+        runs.push(run);
+    }
+    let poller = crate::poller::Poller::new(ctx.clone(), stores, crate::poller::Triggers::new(senders));
+    tokio::select! {
+        _ = futures::future::join_all(runs) => {}
+        _ = poller.run() => {}
+    }
 }
 
 #[cfg(test)]

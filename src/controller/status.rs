@@ -34,9 +34,28 @@ impl Write {
     }
 }
 
+/// Why Connect could not confirm an item is current (from the poller).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConnectFailure {
+    pub reason: &'static str,
+    pub message: String,
+}
+
+impl From<&Error> for ConnectFailure {
+    fn from(error: &Error) -> Self {
+        Self {
+            reason: error.reason(),
+            message: error.message(),
+        }
+    }
+}
+
 /// A successful sync.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Synced {
+    /// Set when the Secret matches the last known item but Connect cannot be reached to
+    /// confirm it is current: Ready is False with this reason.
+    pub connect_failure: Option<ConnectFailure>,
     pub item_path: String,
     pub vault_id: String,
     pub item_id: String,
@@ -129,8 +148,17 @@ pub fn next_status(
     next.observed_generation = generation;
     match outcome {
         Ok(synced) => {
-            let (reason, message) = match synced.write {
-                Write::Frozen => (
+            let (ready, reason, message) = match (&synced.connect_failure, synced.write) {
+                (Some(failure), _) => (
+                    "False",
+                    failure.reason,
+                    format!(
+                        "{}; Secret {} keeps item version {}",
+                        failure.message, synced.secret_name, synced.item_version
+                    ),
+                ),
+                (None, Write::Frozen) => (
+                    "True",
                     "Frozen",
                     format!(
                         "the item has the tag {}: Secret {} keeps item version {}; remove the tag to resume syncing",
@@ -139,7 +167,8 @@ pub fn next_status(
                         synced.item_version
                     ),
                 ),
-                _ => (
+                (None, _) => (
+                    "True",
                     "Synced",
                     format!(
                         "Secret {} holds item version {}",
@@ -147,7 +176,7 @@ pub fn next_status(
                     ),
                 ),
             };
-            set_condition(&mut next.conditions, READY, "True", reason, message, generation, now);
+            set_condition(&mut next.conditions, READY, ready, reason, message, generation, now);
             if synced.collisions.is_empty() {
                 remove_condition(&mut next.conditions, KEY_COLLISION);
             } else {
@@ -242,6 +271,14 @@ pub fn events(
     let after = condition(Some(next), READY);
     match outcome {
         Ok(synced) => {
+            if let Some(failure) = &synced.connect_failure
+                && before.is_none_or(|c| c.status != "False" || c.reason.as_deref() != Some(failure.reason))
+            {
+                out.push(warning(
+                    failure.reason,
+                    after.and_then(|c| c.message.clone()).unwrap_or_default(),
+                ));
+            }
             let what = format!("Secret {} to item version {}", synced.secret_name, synced.item_version);
             match synced.write {
                 Write::Created => out.push(normal("Created", format!("Created {what}"))),
@@ -260,7 +297,7 @@ pub fn events(
                         after.and_then(|c| c.message.clone()).unwrap_or_default(),
                     ));
                 }
-                Write::Unchanged if before.is_some_and(|c| c.status != "True") => {
+                Write::Unchanged if synced.connect_failure.is_none() && before.is_some_and(|c| c.status != "True") => {
                     out.push(normal(
                         "Recovered",
                         format!("{} again", after.and_then(|c| c.message.clone()).unwrap_or_default()),
@@ -302,6 +339,7 @@ mod tests {
 
     fn synced(write: Write, version: u64) -> Synced {
         Synced {
+            connect_failure: None,
             item_path: "vaults/v/items/i".into(),
             vault_id: "vid".into(),
             item_id: "iid".into(),
@@ -438,6 +476,35 @@ mod tests {
         assert!(condition(Some(&kept), KEY_COLLISION).is_none());
         let clean = next_status(Some(&kept), Some(1), &Ok(synced(Write::Unchanged, 1)), &at(2));
         assert!(condition(Some(&clean), ITEM_PATH_AMBIGUOUS).is_none());
+    }
+
+    #[test]
+    fn an_unreachable_vault_turns_ready_false_but_keeps_the_sync_facts() {
+        let ok = next_status(None, Some(1), &Ok(synced(Write::Created, 3)), &at(0));
+        let mut unconfirmed = synced(Write::Unchanged, 3);
+        unconfirmed.connect_failure = Some(ConnectFailure {
+            reason: "ConnectUnavailable",
+            message: "Connect server error 503".into(),
+        });
+        let outcome = Ok(unconfirmed);
+        let next = next_status(Some(&ok), Some(1), &outcome, &at(10));
+        let ready = condition(Some(&next), READY).unwrap();
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_deref()),
+            ("False", Some("ConnectUnavailable"))
+        );
+        assert_eq!(
+            ready.message.as_deref(),
+            Some("Connect server error 503; Secret db keeps item version 3")
+        );
+        assert_eq!(next.item_version, Some(3));
+        let evs = events(Some(&ok), &next, &outcome);
+        assert_eq!(
+            (evs.len(), evs[0].reason.as_str(), evs[0].warning),
+            (1, "ConnectUnavailable", true)
+        );
+        let again = next_status(Some(&next), Some(1), &outcome, &at(20));
+        assert!(events(Some(&next), &again, &outcome).is_empty());
     }
 
     #[test]

@@ -2,6 +2,8 @@
 //! binary (started on first use, stopped when the binary exits), a fresh namespace per test.
 #![allow(dead_code)]
 
+pub mod harness;
+
 use std::path::Path;
 use std::sync::OnceLock;
 

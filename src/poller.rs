@@ -1,0 +1,332 @@
+//! Change detection in O(vaults) Connect calls per poll, not O(items).
+//!
+//! Each poll reads the `contentVersion` of every vault that some OnePasswordItem points at
+//! (`GET /v1/vaults/{id}`). Only a vault whose contentVersion moved is listed
+//! (`GET /v1/vaults/{id}/items`, one call with every item's version), and only the resources
+//! whose Secret holds another version than the listed one are reconciled. An idle cluster
+//! costs exactly one call per referenced vault per poll, whatever the number of items.
+//! As a safety net against a contentVersion that lags behind its items, every vault is
+//! listed anyway at least every [`SAFETY_LISTING`].
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use futures::channel::mpsc;
+use kube::runtime::reflector::{ObjectRef, Store};
+use tracing::{debug, info, warn};
+
+use crate::connect::ConnectError;
+use crate::controller::Context;
+use crate::controller::items::ItemKey;
+use crate::controller::status::ConnectFailure;
+use crate::crd::OnePasswordItem;
+
+/// Longest time a referenced vault goes without its items being listed.
+pub const SAFETY_LISTING: Duration = Duration::from_secs(300);
+/// How long to stop polling after Connect rejected the token.
+const AUTH_PAUSE: Duration = Duration::from_secs(300);
+/// Vaults read at once.
+const VAULT_CONCURRENCY: usize = 8;
+
+/// What the poller knows of a vault.
+#[derive(Clone, Copy, Debug)]
+struct VaultSeen {
+    content_version: u64,
+    listed_at: Instant,
+}
+
+/// Where a resource stands, as its status says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tracked {
+    pub object: ObjectRef<OnePasswordItem>,
+    pub key: ItemKey,
+    /// The item version its Secret holds.
+    pub held_version: Option<u64>,
+    pub ready: bool,
+}
+
+/// The resources the poller watches over: those whose item has been resolved.
+pub fn tracked(objects: &[Arc<OnePasswordItem>]) -> Vec<Tracked> {
+    objects
+        .iter()
+        .filter(|o| o.metadata.deletion_timestamp.is_none())
+        .filter_map(|o| {
+            let status = o.status.as_ref()?;
+            let key = ItemKey {
+                vault_id: status.vault_id.clone()?,
+                item_id: status.item_id.clone()?,
+            };
+            let ready = status
+                .conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True");
+            Some(Tracked {
+                object: ObjectRef::from_obj(o.as_ref()),
+                key,
+                held_version: status.item_version,
+                ready,
+            })
+        })
+        .collect()
+}
+
+/// Resources of `vault_id` whose Secret is behind the listed versions, or whose item is gone.
+pub fn stale(tracked: &[Tracked], vault_id: &str, listed: &HashMap<String, u64>) -> Vec<Tracked> {
+    tracked
+        .iter()
+        .filter(|t| t.key.vault_id == vault_id)
+        .filter(|t| match listed.get(&t.key.item_id) {
+            Some(version) => t.held_version != Some(*version),
+            // Deleted in 1Password: let the controller say so (the Secret is kept).
+            None => t.ready,
+        })
+        .cloned()
+        .collect()
+}
+
+/// Sends reconcile requests to the controller that watches the object's namespace.
+#[derive(Clone, Debug)]
+pub struct Triggers {
+    /// Namespace → sender; the key `None` is the controller that watches every namespace.
+    senders: BTreeMap<Option<String>, mpsc::Sender<ObjectRef<OnePasswordItem>>>,
+}
+
+impl Triggers {
+    pub fn new(senders: BTreeMap<Option<String>, mpsc::Sender<ObjectRef<OnePasswordItem>>>) -> Self {
+        Self { senders }
+    }
+
+    fn send(&mut self, object: ObjectRef<OnePasswordItem>) {
+        let sender = match self.senders.get_mut(&object.namespace) {
+            Some(sender) => Some(sender),
+            None => self.senders.get_mut(&None),
+        };
+        if let Some(sender) = sender
+            && let Err(err) = sender.try_send(object)
+        {
+            // A full queue means a reconcile of that object is already due soon.
+            debug!(error = %err, "reconcile request dropped");
+        }
+    }
+}
+
+pub struct Poller {
+    ctx: Arc<Context>,
+    stores: Vec<Store<OnePasswordItem>>,
+    triggers: Triggers,
+    seen: HashMap<String, VaultSeen>,
+}
+
+/// What one poll found, for logs and tests.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PollReport {
+    pub vaults: usize,
+    pub listed: usize,
+    pub triggered: usize,
+    pub failed: usize,
+    pub unauthorized: bool,
+}
+
+impl Poller {
+    pub fn new(ctx: Arc<Context>, stores: Vec<Store<OnePasswordItem>>, triggers: Triggers) -> Self {
+        Self {
+            ctx,
+            stores,
+            triggers,
+            seen: HashMap::new(),
+        }
+    }
+
+    /// Polls every `polling_interval` until the process ends.
+    pub async fn run(mut self) {
+        for store in &self.stores {
+            let _ = store.wait_until_ready().await;
+        }
+        self.ctx.set_caches_synced();
+        let interval = self.ctx.settings.polling_interval;
+        info!(?interval, "change detection started");
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            let started = Instant::now();
+            let report = self.poll_once().await;
+            self.ctx.metrics.polled(&report, started.elapsed());
+            if report.triggered > 0 || report.failed > 0 {
+                debug!(?report, "poll");
+            }
+            if report.unauthorized {
+                warn!(pause = ?AUTH_PAUSE, "Connect rejected the token; change detection pauses");
+                tokio::time::sleep(AUTH_PAUSE).await;
+            }
+        }
+    }
+
+    /// One round over the referenced vaults.
+    pub async fn poll_once(&mut self) -> PollReport {
+        let objects: Vec<Arc<OnePasswordItem>> = self.stores.iter().flat_map(|s| s.state()).collect();
+        self.ctx.metrics.set_resources(&objects);
+        let tracked = tracked(&objects);
+        let vaults: BTreeSet<String> = tracked.iter().map(|t| t.key.vault_id.clone()).collect();
+        self.seen.retain(|vault, _| vaults.contains(vault));
+        let mut report = PollReport {
+            vaults: vaults.len(),
+            ..PollReport::default()
+        };
+
+        let connect = self.ctx.connect.clone();
+        let seen = self.seen.clone();
+        let checks = futures::stream::iter(vaults)
+            .map(|vault_id| {
+                let connect = connect.clone();
+                let previous = seen.get(&vault_id).copied();
+                async move {
+                    let vault = match connect.get_vault(&vault_id).await {
+                        Ok(vault) => vault,
+                        Err(err) => return Err((vault_id, err)),
+                    };
+                    let must_list = previous.is_none_or(|p| {
+                        p.content_version != vault.content_version || p.listed_at.elapsed() >= SAFETY_LISTING
+                    });
+                    let listed = if must_list {
+                        match connect.list_items(&vault_id, None).await {
+                            Ok(items) => Some(items.into_iter().map(|i| (i.id, i.version)).collect::<HashMap<_, _>>()),
+                            Err(err) => return Err((vault_id, err)),
+                        }
+                    } else {
+                        None
+                    };
+                    Ok((vault_id, vault.content_version, listed))
+                }
+            })
+            .buffer_unordered(VAULT_CONCURRENCY)
+            .collect::<Vec<_>>()
+            .await;
+
+        for check in checks {
+            match check {
+                Ok((vault_id, content_version, listed)) => {
+                    if self.ctx.vault_recovered(&vault_id) {
+                        // Back: let the resources of this vault say so.
+                        self.trigger_vault(&tracked, &vault_id, &mut report);
+                    }
+                    let Some(listed) = listed else { continue };
+                    report.listed += 1;
+                    for resource in stale(&tracked, &vault_id, &listed) {
+                        // Drop the cached item only if it is not the listed version already
+                        // (a frozen item stays behind on purpose).
+                        let cached = self.ctx.items.peek(&resource.key).map(|c| c.item.version);
+                        if cached != listed.get(&resource.key.item_id).copied() {
+                            self.ctx.items.invalidate(&resource.key);
+                        }
+                        self.triggers.send(resource.object);
+                        report.triggered += 1;
+                    }
+                    self.seen.insert(
+                        vault_id,
+                        VaultSeen {
+                            content_version,
+                            listed_at: Instant::now(),
+                        },
+                    );
+                }
+                Err((vault_id, err)) => {
+                    report.failed += 1;
+                    report.unauthorized |= matches!(err, ConnectError::Unauthorized { .. });
+                    warn!(vault = %vault_id, error = %crate::error_chain(&err), "cannot check a vault for changes");
+                    let failure = ConnectFailure::from(&crate::controller::Error::from(err));
+                    if self.ctx.vault_failed(&vault_id, failure) {
+                        // Newly unreachable: the resources of this vault must say so.
+                        self.trigger_vault(&tracked, &vault_id, &mut report);
+                    }
+                }
+            }
+        }
+        report
+    }
+
+    fn trigger_vault(&mut self, tracked: &[Tracked], vault_id: &str, report: &mut PollReport) {
+        for resource in tracked.iter().filter(|t| t.key.vault_id == vault_id) {
+            self.triggers.send(resource.object.clone());
+            report.triggered += 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::{ItemCondition, OnePasswordItemSpec, OnePasswordItemStatus};
+
+    fn opi(name: &str, vault: &str, item: &str, version: u64, ready: bool) -> Arc<OnePasswordItem> {
+        let mut o = OnePasswordItem::new(
+            name,
+            OnePasswordItemSpec {
+                item_path: "vaults/a/items/b".into(),
+            },
+        );
+        o.metadata.namespace = Some("ns".into());
+        o.status = Some(OnePasswordItemStatus {
+            vault_id: Some(vault.into()),
+            item_id: Some(item.into()),
+            item_version: Some(version),
+            conditions: vec![ItemCondition {
+                type_: "Ready".into(),
+                status: if ready { "True" } else { "False" }.into(),
+                ..ItemCondition::default()
+            }],
+            ..OnePasswordItemStatus::default()
+        });
+        Arc::new(o)
+    }
+
+    fn names(list: Vec<Tracked>) -> Vec<String> {
+        list.into_iter().map(|t| t.object.name).collect()
+    }
+
+    #[test]
+    fn unresolved_and_deleted_objects_are_not_tracked() {
+        let mut unresolved = OnePasswordItem::new(
+            "u",
+            OnePasswordItemSpec {
+                item_path: "vaults/a/items/b".into(),
+            },
+        );
+        unresolved.metadata.namespace = Some("ns".into());
+        let mut deleting = (*opi("d", "v1", "i1", 1, true)).clone();
+        deleting.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            jiff::Timestamp::now(),
+        ));
+        let all = vec![Arc::new(unresolved), Arc::new(deleting), opi("ok", "v1", "i1", 1, true)];
+        assert_eq!(names(tracked(&all)), ["ok"]);
+    }
+
+    #[test]
+    fn only_resources_behind_the_listed_version_are_stale() {
+        let all = tracked(&[
+            opi("current", "v1", "i1", 3, true),
+            opi("behind", "v1", "i2", 1, true),
+            opi("other-vault", "v2", "i9", 1, true),
+            opi("gone", "v1", "i3", 1, true),
+            opi("gone-and-failing", "v1", "i4", 1, false),
+        ]);
+        let listed = HashMap::from([("i1".to_string(), 3), ("i2".to_string(), 2)]);
+        assert_eq!(names(stale(&all, "v1", &listed)), ["behind", "gone"]);
+    }
+
+    #[test]
+    fn triggers_route_by_namespace_or_to_the_cluster_wide_controller() {
+        let (tx_a, mut rx_a) = mpsc::channel(4);
+        let (tx_all, mut rx_all) = mpsc::channel(4);
+        let mut only_a = Triggers::new(BTreeMap::from([(Some("a".to_string()), tx_a)]));
+        only_a.send(ObjectRef::new("x").within("a"));
+        only_a.send(ObjectRef::new("y").within("b"));
+        assert_eq!(rx_a.try_recv().unwrap().name, "x");
+        assert!(rx_a.try_recv().is_err(), "nothing for namespaces nobody watches");
+        let mut all = Triggers::new(BTreeMap::from([(None, tx_all)]));
+        all.send(ObjectRef::new("z").within("b"));
+        assert_eq!(rx_all.try_recv().unwrap().name, "z");
+    }
+}

@@ -1,0 +1,256 @@
+//! O(vaults) change detection, measured by the simulator (not by the operator), plus the
+//! operator's `/metrics`, `/healthz` and `/readyz`.
+
+mod support;
+
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+use kube::api::ListParams;
+use onepassword_operator::connect::Filter;
+use onepassword_operator::connect::models::PatchOp;
+use onepassword_operator::server;
+use serde_json::json;
+use support::harness::{Harness, ready, value};
+
+/// `vaults` vaults named V0…, with `items` items spread over them round-robin, plus one
+/// vault that no resource points at.
+fn data(vaults: usize, items: usize) -> String {
+    let mut yaml = String::from(
+        "tokens:\n  - { name: operator, token: op-token, vaults: { \"*\": read } }\n  - { name: writer, token: writer-token, vaults: { \"*\": read-write } }\nvaults:\n",
+    );
+    for v in 0..vaults {
+        let _ = writeln!(yaml, "  - name: V{v}\n    items:");
+        for i in (v..items).step_by(vaults) {
+            let _ = writeln!(
+                yaml,
+                "      - {{ title: item-{i}, fields: [{{ label: password, value: s3cr3t-{i}-v1 }}] }}"
+            );
+        }
+    }
+    yaml.push_str("  - name: Unused\n    items:\n      - { title: lonely, fields: [{ label: x, value: y }] }\n");
+    yaml
+}
+
+async fn start(prefix: &str, vaults: usize, items: usize, interval: Duration) -> Option<Harness> {
+    let h = support::harness::harness(prefix, &data(vaults, items), interval).await?;
+    for i in 0..items {
+        h.create(&format!("item-{i}"), &format!("vaults/V{}/items/item-{i}", i % vaults))
+            .await;
+    }
+    wait_all_ready(&h, items).await;
+    Some(h)
+}
+
+async fn wait_all_ready(h: &Harness, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let list = h.items().list(&ListParams::default()).await.unwrap().items;
+        let ready_count = list
+            .iter()
+            .filter(|o| ready(o).is_some_and(|c| c.status == "True"))
+            .count();
+        if ready_count == n {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {ready_count} of {n} resources became Ready"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits until the poller has finished `polls` more polls, starting at a poll boundary.
+async fn after_polls(h: &Harness, polls: u64) {
+    let target = h.ctx.metrics.poll_count() + polls;
+    while h.ctx.metrics.poll_count() < target {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+macro_rules! start {
+    ($prefix:expr, $vaults:expr, $items:expr, $interval:expr) => {
+        match start($prefix, $vaults, $items, $interval).await {
+            Some(h) => h,
+            None => return,
+        }
+    };
+}
+
+#[tokio::test]
+async fn an_idle_poll_costs_exactly_one_call_per_referenced_vault() {
+    let h = start!("idle", 3, 50, Duration::from_millis(300));
+    after_polls(&h, 1).await;
+    h.admin().reset_stats().await.unwrap();
+    after_polls(&h, 5).await;
+    let stats = h.admin().stats().await.unwrap();
+    assert_eq!(
+        stats.requests.into_iter().collect::<Vec<_>>(),
+        [("get_vault".to_string(), 15)],
+        "5 idle polls over 50 resources in 3 vaults: 3 calls each, nothing else (the 4th vault is not referenced)"
+    );
+}
+
+#[tokio::test]
+async fn a_change_costs_one_listing_and_one_fetch() {
+    let h = start!("one-change", 3, 12, Duration::from_millis(300));
+    after_polls(&h, 1).await;
+    h.admin().reset_stats().await.unwrap();
+    let vault = h
+        .writer
+        .list_vaults(Some(&Filter::name_eq("V1")))
+        .await
+        .unwrap()
+        .remove(0);
+    let item = h
+        .writer
+        .list_items(&vault.id, Some(&Filter::title_eq("item-4")))
+        .await
+        .unwrap()
+        .remove(0);
+    let full = h.writer.get_item(&vault.id, &item.id).await.unwrap();
+    let op = PatchOp::replace(format!("/fields/{}/value", full.fields[0].id), json!("s3cr3t-4-v2"));
+    h.writer.patch_item(&vault.id, &item.id, &[op]).await.unwrap();
+    h.admin().reset_stats().await.unwrap();
+    h.secret_where("item-4", Duration::from_secs(5), |s| {
+        value(s, "password").as_deref() == Some("s3cr3t-4-v2")
+    })
+    .await;
+    after_polls(&h, 1).await;
+    let stats = h.admin().stats().await.unwrap();
+    assert_eq!(
+        stats.requests.get("list_items"),
+        Some(&1),
+        "only the changed vault is listed: {stats:?}"
+    );
+    assert_eq!(
+        stats.requests.get("get_item"),
+        Some(&1),
+        "only the changed item is fetched: {stats:?}"
+    );
+    assert_eq!(stats.total, stats.requests["get_vault"] + 2, "{stats:?}");
+    assert_eq!(
+        value(&h.secret("item-5").await, "password").as_deref(),
+        Some("s3cr3t-5-v1"),
+        "others untouched"
+    );
+}
+
+#[tokio::test]
+async fn changes_propagate_within_one_interval_plus_two_seconds() {
+    let interval = Duration::from_secs(2);
+    let h = start!("propagation", 1, 1, interval);
+    let vault = h
+        .writer
+        .list_vaults(Some(&Filter::name_eq("V0")))
+        .await
+        .unwrap()
+        .remove(0);
+    let item = h.writer.list_items(&vault.id, None).await.unwrap().remove(0);
+    let field = h.writer.get_item(&vault.id, &item.id).await.unwrap().fields[0]
+        .id
+        .clone();
+    let mut took = Vec::new();
+    for round in 2..=6 {
+        let wanted = format!("s3cr3t-0-v{round}");
+        let op = PatchOp::replace(format!("/fields/{field}/value"), json!(wanted));
+        let changed = Instant::now();
+        h.writer.patch_item(&vault.id, &item.id, &[op]).await.unwrap();
+        h.secret_where("item-0", interval + Duration::from_secs(2), |s| {
+            value(s, "password").as_deref() == Some(wanted.as_str())
+        })
+        .await;
+        took.push(changed.elapsed());
+    }
+    eprintln!("propagation with a {interval:?} interval: {took:?}");
+}
+
+async fn get(url: &str) -> (u16, String) {
+    let response = reqwest::get(url).await.unwrap();
+    (response.status().as_u16(), response.text().await.unwrap())
+}
+
+fn metric(text: &str, name_and_labels: &str) -> f64 {
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(name_and_labels)
+                .and_then(|rest| rest.trim().split(' ').next()?.parse().ok())
+        })
+        .unwrap_or_else(|| panic!("no {name_and_labels} in:\n{text}"))
+}
+
+#[tokio::test]
+async fn metrics_and_probes_tell_the_truth() {
+    let h = start!("metrics", 2, 6, Duration::from_millis(300));
+    let metrics_addr = server::serve("127.0.0.1:0".parse().unwrap(), server::metrics_router(h.ctx.clone()))
+        .await
+        .unwrap();
+    let probes_addr = server::serve("127.0.0.1:0".parse().unwrap(), server::probes_router(h.ctx.clone()))
+        .await
+        .unwrap();
+    after_polls(&h, 2).await;
+
+    let (status, text) = get(&format!("http://{metrics_addr}/metrics")).await;
+    assert_eq!(status, 200);
+    assert!(metric(&text, r#"onepassword_operator_reconciles_total{result="ok"}"#) >= 6.0);
+    assert_eq!(metric(&text, r#"onepassword_operator_resources{state="in_sync"}"#), 6.0);
+    assert_eq!(
+        metric(&text, r#"onepassword_operator_resources{state="out_of_sync"}"#),
+        0.0
+    );
+    assert!(
+        metric(
+            &text,
+            r#"onepassword_operator_connect_requests_total{endpoint="get_vault",status="200"}"#
+        ) >= 4.0
+    );
+    assert_eq!(
+        metric(
+            &text,
+            r#"onepassword_operator_connect_requests_total{endpoint="get_item",status="200"}"#
+        ),
+        6.0
+    );
+    assert!(metric(&text, r#"onepassword_operator_polls_total{result="ok"}"#) >= 2.0);
+    assert!(metric(&text, "onepassword_operator_reconcile_duration_seconds_count") >= 6.0);
+    assert!(metric(&text, "onepassword_operator_poll_duration_seconds_count") >= 2.0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let last_poll = metric(&text, "onepassword_operator_last_successful_poll_timestamp_seconds");
+    assert!((now - last_poll).abs() < 30.0, "{last_poll} vs {now}");
+    assert!(metric(&text, "onepassword_operator_last_successful_sync_timestamp_seconds") > now - 60.0);
+    assert!(!text.contains("s3cr3t") && !text.contains("op-token"));
+
+    assert_eq!(get(&format!("http://{probes_addr}/healthz")).await, (200, "ok".into()));
+    assert_eq!(get(&format!("http://{probes_addr}/readyz")).await, (200, "ok".into()));
+
+    // Connect down: not ready, and every resource out of sync after the next polls.
+    h.admin().set_outage(true).await.unwrap();
+    let (status, body) = get(&format!("http://{probes_addr}/readyz")).await;
+    assert_eq!(status, 503);
+    assert!(body.contains("Connect does not answer its heartbeat"), "{body}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        after_polls(&h, 1).await;
+        let (_, text) = get(&format!("http://{metrics_addr}/metrics")).await;
+        if metric(&text, r#"onepassword_operator_resources{state="out_of_sync"}"#) == 6.0 {
+            assert!(metric(&text, r#"onepassword_operator_polls_total{result="error"}"#) >= 1.0);
+            assert!(
+                metric(
+                    &text,
+                    r#"onepassword_operator_connect_requests_total{endpoint="get_vault",status="503"}"#
+                ) >= 1.0
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "resources never showed as out of sync:\n{text}"
+        );
+    }
+    h.admin().set_outage(false).await.unwrap();
+    assert_eq!(get(&format!("http://{probes_addr}/readyz")).await.0, 200);
+}

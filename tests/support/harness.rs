@@ -1,0 +1,221 @@
+//! One test's world for operator tests: a simulator with its data, a namespace, and the
+//! controller (with its poller) watching only that namespace.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{Api, ListParams, PostParams};
+use onepassword_operator::connect::models::PatchOp;
+use onepassword_operator::connect::{ConnectClient, ConnectConfig, Filter, RetryPolicy};
+use onepassword_operator::controller::{self, Context, Settings};
+use onepassword_operator::crd::{ItemCondition, OnePasswordItem, OnePasswordItemSpec};
+use onepassword_operator::metrics::Metrics;
+use onepassword_operator::sim::{self, DataFile, RunningSimulator, SimAdmin, SimConfig};
+use secrecy::SecretString;
+use serde_json::json;
+
+/// One test's world: a simulator, a namespace, and a controller watching only that namespace.
+pub struct Harness {
+    pub sim: RunningSimulator,
+    pub kube: kube::Client,
+    pub ns: String,
+    pub writer: ConnectClient,
+    pub ctx: Arc<Context>,
+    /// The first vault of the data.
+    pub vault_id: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+pub fn connect_client(sim: &RunningSimulator, token: &str, retry: RetryPolicy) -> ConnectClient {
+    let mut config = ConnectConfig::new(sim.url(), SecretString::from(token.to_owned()));
+    config.retry = retry;
+    ConnectClient::new(config).unwrap()
+}
+
+/// Starts a simulator serving `data` and a controller for a fresh namespace; `None` when
+/// the control plane is unavailable outside CI.
+pub async fn harness(prefix: &str, data: &str, polling_interval: Duration) -> Option<Harness> {
+    let cluster = super::cluster()?;
+    let data = DataFile::parse(data).unwrap();
+    let mut config = SimConfig::new(data);
+    config.max_inline_file_size_kb = 2048;
+    let sim = sim::start(config, "127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let kube = cluster.admin_client().unwrap();
+    let ns = super::namespace(&kube, prefix).await;
+    let retry = RetryPolicy {
+        max_retries: 1,
+        min_delay: Duration::from_millis(10),
+        max_delay: Duration::from_millis(50),
+    };
+    let metrics = Arc::new(Metrics::default());
+    let mut op_config = ConnectConfig::new(sim.url(), SecretString::from("op-token"));
+    op_config.retry = retry;
+    let connect = ConnectClient::with_metrics(op_config, metrics.connect.clone()).unwrap();
+    let settings = Settings {
+        namespaces: vec![ns.clone()],
+        polling_interval,
+        ..Settings::default()
+    };
+    let ctx = Arc::new(Context::new(kube.clone(), connect, settings, metrics));
+    let task = tokio::spawn(controller::run(ctx.clone()));
+    let writer = connect_client(&sim, "writer-token", RetryPolicy::none());
+    // The first vault of the data: where `item_id` and `set_field` look.
+    let vault_id = writer.list_vaults(None).await.unwrap()[0].id.clone();
+    Some(Harness {
+        sim,
+        kube,
+        ns,
+        writer,
+        ctx,
+        vault_id,
+        task,
+    })
+}
+
+impl Harness {
+    pub fn items(&self) -> Api<OnePasswordItem> {
+        Api::namespaced(self.kube.clone(), &self.ns)
+    }
+
+    pub fn secrets(&self) -> Api<Secret> {
+        Api::namespaced(self.kube.clone(), &self.ns)
+    }
+
+    pub fn admin(&self) -> SimAdmin {
+        self.sim.admin()
+    }
+
+    pub async fn create(&self, name: &str, path: &str) -> OnePasswordItem {
+        self.create_with(name, path, |_| {}).await
+    }
+
+    pub async fn create_with(
+        &self,
+        name: &str,
+        path: &str,
+        edit: impl FnOnce(&mut OnePasswordItem),
+    ) -> OnePasswordItem {
+        let mut opi = OnePasswordItem::new(name, OnePasswordItemSpec { item_path: path.into() });
+        edit(&mut opi);
+        self.items().create(&PostParams::default(), &opi).await.unwrap()
+    }
+
+    pub async fn item_id(&self, title: &str) -> String {
+        self.writer
+            .list_items(&self.vault_id, Some(&Filter::title_eq(title)))
+            .await
+            .unwrap()[0]
+            .id
+            .clone()
+    }
+
+    /// Sets the value of the item's field with this label, as a 1Password user would.
+    pub async fn set_field(&self, title: &str, label: &str, new_value: &str) {
+        let id = self.item_id(title).await;
+        let item = self.writer.get_item(&self.vault_id, &id).await.unwrap();
+        let field = item.fields.iter().find(|f| f.label == label).unwrap();
+        let op = PatchOp::replace(format!("/fields/{}/value", field.id), json!(new_value));
+        self.writer.patch_item(&self.vault_id, &id, &[op]).await.unwrap();
+    }
+
+    pub async fn patch_item(&self, title: &str, ops: &[PatchOp]) {
+        let id = self.item_id(title).await;
+        self.writer.patch_item(&self.vault_id, &id, ops).await.unwrap();
+    }
+
+    /// Waits until the Secret exists and satisfies `check`.
+    pub async fn secret_where(&self, name: &str, timeout: Duration, check: impl Fn(&Secret) -> bool) -> Secret {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(secret) = self.secrets().get_opt(name).await.unwrap()
+                && check(&secret)
+            {
+                return secret;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "Secret {name} did not reach the expected state in {timeout:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    pub async fn secret(&self, name: &str) -> Secret {
+        self.secret_where(name, Duration::from_secs(20), |_| true).await
+    }
+
+    /// Waits until the Ready condition has this reason, and returns the object.
+    pub async fn ready_reason(&self, name: &str, reason: &str) -> OnePasswordItem {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let opi = self.items().get(name).await.unwrap();
+            if ready(&opi).and_then(|c| c.reason.as_deref()) == Some(reason) {
+                return opi;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name} never became {reason}: {:?}",
+                opi.status
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    pub async fn events_for(&self, name: &str) -> Vec<Event> {
+        let events: Api<Event> = Api::namespaced(self.kube.clone(), &self.ns);
+        let all = events.list(&ListParams::default()).await.unwrap().items;
+        all.into_iter()
+            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+            .collect()
+    }
+
+    pub async fn wait_for_event(&self, name: &str, reason: &str) -> Event {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(event) = self
+                .events_for(name)
+                .await
+                .into_iter()
+                .find(|e| e.reason.as_deref() == Some(reason))
+            {
+                return event;
+            }
+            assert!(Instant::now() < deadline, "no {reason} Event for {name}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+pub fn ready(opi: &OnePasswordItem) -> Option<&ItemCondition> {
+    condition(opi, "Ready")
+}
+
+pub fn ready_message(opi: &OnePasswordItem) -> &str {
+    ready(opi).and_then(|c| c.message.as_deref()).unwrap_or_default()
+}
+
+pub fn condition<'a>(opi: &'a OnePasswordItem, type_: &str) -> Option<&'a ItemCondition> {
+    opi.status.as_ref()?.conditions.iter().find(|c| c.type_ == type_)
+}
+
+pub fn data(secret: &Secret) -> BTreeMap<String, String> {
+    secret
+        .data
+        .iter()
+        .flatten()
+        .map(|(k, v)| (k.clone(), String::from_utf8_lossy(&v.0).into_owned()))
+        .collect()
+}
+
+pub fn value(secret: &Secret, key: &str) -> Option<String> {
+    data(secret).get(key).cloned()
+}
