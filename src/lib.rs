@@ -4,6 +4,7 @@
 //! - [`connect`]: the Connect API client (models, errors, filters, resolution).
 //! - [`controller`]: the OnePasswordItem controller (resolve → fetch → build → apply → status).
 //! - [`poller`]: O(vaults) change detection that triggers the controller.
+//! - [`restart`]: restarts of workloads whose Secret data changed.
 //! - [`secret`]: the pure item → Secret mapping.
 //! - [`crd`]: the `OnePasswordItem` custom resource and its CRD.
 //! - [`sim`]: a Connect-compatible simulator for tests, benchmarks and the demo.
@@ -21,6 +22,7 @@ pub mod crd;
 pub mod local_cluster;
 pub mod metrics;
 pub mod poller;
+pub mod restart;
 pub mod secret;
 pub mod server;
 pub mod sim;

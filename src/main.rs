@@ -193,6 +193,7 @@ async fn run(args: RunArgs) -> Result<(), String> {
             allow_empty_values: args.allow_empty_values,
         },
         concurrency: args.concurrency,
+        auto_restart: args.auto_restart,
         ..Settings::default()
     };
     tracing::info!(namespaces = ?settings.namespaces, interval = ?settings.polling_interval, "starting the OnePasswordItem controller");

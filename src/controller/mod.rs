@@ -54,6 +54,8 @@ pub struct Settings {
     pub mapping: MappingOptions,
     /// Reconciles running at once.
     pub concurrency: u16,
+    /// Restart consumers of a changed Secret unless an annotation says otherwise.
+    pub auto_restart: bool,
 }
 
 impl Default for Settings {
@@ -64,6 +66,7 @@ impl Default for Settings {
             resync_interval: Duration::from_secs(600),
             mapping: MappingOptions::default(),
             concurrency: 16,
+            auto_restart: false,
         }
     }
 }
@@ -75,6 +78,7 @@ pub struct Context {
     pub items: ItemCache,
     pub settings: Settings,
     pub metrics: Arc<Metrics>,
+    pub restarter: Arc<crate::restart::Restarter>,
     recorder: Recorder,
     failures: Mutex<HashMap<ObjectRef<OnePasswordItem>, u32>>,
     /// Vaults the poller could not check last time, and why.
@@ -89,8 +93,10 @@ impl Context {
             controller: "onepassword-operator".into(),
             instance,
         };
+        let recorder = Recorder::new(client.clone(), reporter);
         Self {
-            recorder: Recorder::new(client.clone(), reporter),
+            restarter: crate::restart::Restarter::new(client.clone(), recorder.clone(), settings.auto_restart),
+            recorder,
             client,
             connect,
             items: ItemCache::default(),
@@ -372,6 +378,15 @@ async fn sync(opi: &OnePasswordItem, namespace: &str, ctx: &Context) -> Result<S
         }
         _ => {
             let write = apply::apply_secret(&secrets, existing.as_ref(), &built.secret).await?;
+            if write == Write::Updated {
+                // New item data: workloads that use the Secret may need a restart.
+                ctx.restarter.secret_changed(crate::restart::ChangedSecret {
+                    namespace: namespace.to_owned(),
+                    name: name.clone(),
+                    annotations: built.secret.metadata.annotations.clone().unwrap_or_default(),
+                    item_version,
+                });
+            }
             // A Secret deleted by hand after a sync is put back: a repair, not a creation.
             let synced_before = opi
                 .status
@@ -443,6 +458,7 @@ pub async fn run(ctx: Arc<Context>) {
     tokio::select! {
         _ = futures::future::join_all(runs) => {}
         _ = poller.run() => {}
+        _ = ctx.restarter.clone().run() => {}
     }
 }
 

@@ -44,6 +44,16 @@ pub fn connect_client(sim: &RunningSimulator, token: &str, retry: RetryPolicy) -
 /// Starts a simulator serving `data` and a controller for a fresh namespace; `None` when
 /// the control plane is unavailable outside CI.
 pub async fn harness(prefix: &str, data: &str, polling_interval: Duration) -> Option<Harness> {
+    harness_with(prefix, data, polling_interval, |_| {}).await
+}
+
+/// [`harness`] with changed controller settings.
+pub async fn harness_with(
+    prefix: &str,
+    data: &str,
+    polling_interval: Duration,
+    tweak: impl FnOnce(&mut Settings),
+) -> Option<Harness> {
     let cluster = super::cluster()?;
     let data = DataFile::parse(data).unwrap();
     let mut config = SimConfig::new(data);
@@ -60,11 +70,12 @@ pub async fn harness(prefix: &str, data: &str, polling_interval: Duration) -> Op
     let mut op_config = ConnectConfig::new(sim.url(), SecretString::from("op-token"));
     op_config.retry = retry;
     let connect = ConnectClient::with_metrics(op_config, metrics.connect.clone()).unwrap();
-    let settings = Settings {
+    let mut settings = Settings {
         namespaces: vec![ns.clone()],
         polling_interval,
         ..Settings::default()
     };
+    tweak(&mut settings);
     let ctx = Arc::new(Context::new(kube.clone(), connect, settings, metrics));
     let task = tokio::spawn(controller::run(ctx.clone()));
     let writer = connect_client(&sim, "writer-token", RetryPolicy::none());

@@ -1,0 +1,438 @@
+//! Restarts of workloads whose Secret data changed.
+//!
+//! Deployments, StatefulSets and DaemonSets that use the Secret in their pod template (env
+//! `secretKeyRef`, `envFrom`, secret volumes, projected volumes) or name it with the
+//! `item-name` annotation are restarted by stamping `operator.1password.io/last-restarted` on
+//! the pod template, as 1Password's Go operator does. Whether to restart follows the Go
+//! precedence: the Secret's `auto-restart` annotation, then the workload's, then the
+//! Namespace's, then the global `AUTO_RESTART`. Never on first creation (only an item update
+//! triggers this), and debounced: a burst of changes within [`DEBOUNCE`] makes one restart.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{Namespace, PodTemplateSpec};
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::runtime::events::{Event, EventType, Recorder};
+use serde_json::json;
+use tracing::{info, warn};
+
+use crate::annotations::{AUTO_RESTART, ITEM_NAME, LAST_RESTARTED};
+
+/// Changes closer together than this cause one restart.
+pub const DEBOUNCE: Duration = Duration::from_secs(2);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Kind {
+    Deployment,
+    StatefulSet,
+    DaemonSet,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Deployment => "Deployment",
+            Self::StatefulSet => "StatefulSet",
+            Self::DaemonSet => "DaemonSet",
+        }
+    }
+}
+
+/// What restart decisions need to know of a workload.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Workload {
+    pub kind: Kind,
+    pub name: String,
+    pub annotations: BTreeMap<String, String>,
+    pub template: PodTemplateSpec,
+}
+
+/// Whether the pod template (or the `item-name` annotation) uses the Secret.
+pub fn uses_secret(workload: &Workload, secret: &str) -> bool {
+    if workload.annotations.get(ITEM_NAME).is_some_and(|n| n == secret) {
+        return true;
+    }
+    let Some(spec) = &workload.template.spec else {
+        return false;
+    };
+    let containers = spec.containers.iter().chain(spec.init_containers.iter().flatten());
+    for container in containers {
+        let env_ref = container.env.iter().flatten().any(|e| {
+            e.value_from
+                .as_ref()
+                .and_then(|v| v.secret_key_ref.as_ref())
+                .is_some_and(|r| r.name == secret)
+        });
+        let env_from = container
+            .env_from
+            .iter()
+            .flatten()
+            .any(|e| e.secret_ref.as_ref().is_some_and(|r| r.name == secret));
+        if env_ref || env_from {
+            return true;
+        }
+    }
+    spec.volumes.iter().flatten().any(|v| {
+        v.secret
+            .as_ref()
+            .is_some_and(|s| s.secret_name.as_deref() == Some(secret))
+            || v.projected.as_ref().is_some_and(|p| {
+                p.sources
+                    .iter()
+                    .flatten()
+                    .any(|s| s.secret.as_ref().is_some_and(|s| s.name == secret))
+            })
+    })
+}
+
+fn flag(annotations: Option<&BTreeMap<String, String>>) -> Option<bool> {
+    match annotations?.get(AUTO_RESTART)?.trim().to_ascii_lowercase().as_str() {
+        "true" => Some(true),
+        "false" => Some(false),
+        _ => None,
+    }
+}
+
+/// The Go precedence: Secret > workload > Namespace > global default.
+pub fn should_restart(
+    secret: Option<&BTreeMap<String, String>>,
+    workload: Option<&BTreeMap<String, String>>,
+    namespace: Option<&BTreeMap<String, String>>,
+    default: bool,
+) -> bool {
+    flag(secret)
+        .or_else(|| flag(workload))
+        .or_else(|| flag(namespace))
+        .unwrap_or(default)
+}
+
+/// A Secret whose data changed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChangedSecret {
+    pub namespace: String,
+    pub name: String,
+    pub annotations: BTreeMap<String, String>,
+    pub item_version: u64,
+}
+
+/// Collects changed Secrets and restarts their workloads once the burst is over.
+pub struct Restarter {
+    client: kube::Client,
+    recorder: Recorder,
+    default: bool,
+    /// Namespace → Secrets changed and when the burst may end.
+    pending: Mutex<BTreeMap<String, (Vec<ChangedSecret>, Instant)>>,
+}
+
+impl Restarter {
+    pub fn new(client: kube::Client, recorder: Recorder, default: bool) -> Arc<Self> {
+        Arc::new(Self {
+            client,
+            recorder,
+            default,
+            pending: Mutex::default(),
+        })
+    }
+
+    /// Notes a changed Secret; the restart happens after [`DEBOUNCE`] without new changes.
+    pub fn secret_changed(&self, changed: ChangedSecret) {
+        let mut pending = self.pending.lock().expect("restart queue lock");
+        let entry = pending
+            .entry(changed.namespace.clone())
+            .or_insert_with(|| (Vec::new(), Instant::now()));
+        entry.0.retain(|c| c.name != changed.name);
+        entry.0.push(changed);
+        entry.1 = Instant::now() + DEBOUNCE;
+    }
+
+    /// Restarts what is due, every few hundred milliseconds, until the process ends.
+    pub async fn run(self: Arc<Self>) {
+        let mut ticker = tokio::time::interval(Duration::from_millis(250));
+        loop {
+            ticker.tick().await;
+            let due: Vec<(String, Vec<ChangedSecret>)> = {
+                let mut pending = self.pending.lock().expect("restart queue lock");
+                let now = Instant::now();
+                let ready: Vec<String> = pending
+                    .iter()
+                    .filter(|(_, (_, at))| *at <= now)
+                    .map(|(ns, _)| ns.clone())
+                    .collect();
+                ready
+                    .into_iter()
+                    .filter_map(|ns| pending.remove(&ns).map(|(secrets, _)| (ns, secrets)))
+                    .collect()
+            };
+            for (namespace, secrets) in due {
+                if let Err(err) = self.restart_consumers(&namespace, &secrets).await {
+                    warn!(%namespace, error = %crate::error_chain(&err), "cannot restart workloads");
+                }
+            }
+        }
+    }
+
+    async fn workloads(&self, namespace: &str) -> Result<Vec<Workload>, kube::Error> {
+        let params = ListParams::default();
+        let mut all = Vec::new();
+        for d in Api::<Deployment>::namespaced(self.client.clone(), namespace)
+            .list(&params)
+            .await?
+        {
+            let template = d.spec.map(|s| s.template).unwrap_or_default();
+            all.push(Workload {
+                kind: Kind::Deployment,
+                name: d.metadata.name.unwrap_or_default(),
+                annotations: d.metadata.annotations.unwrap_or_default(),
+                template,
+            });
+        }
+        for s in Api::<StatefulSet>::namespaced(self.client.clone(), namespace)
+            .list(&params)
+            .await?
+        {
+            let template = s.spec.map(|s| s.template).unwrap_or_default();
+            all.push(Workload {
+                kind: Kind::StatefulSet,
+                name: s.metadata.name.unwrap_or_default(),
+                annotations: s.metadata.annotations.unwrap_or_default(),
+                template,
+            });
+        }
+        for d in Api::<DaemonSet>::namespaced(self.client.clone(), namespace)
+            .list(&params)
+            .await?
+        {
+            let template = d.spec.map(|s| s.template).unwrap_or_default();
+            all.push(Workload {
+                kind: Kind::DaemonSet,
+                name: d.metadata.name.unwrap_or_default(),
+                annotations: d.metadata.annotations.unwrap_or_default(),
+                template,
+            });
+        }
+        Ok(all)
+    }
+
+    /// Restarts each workload of the namespace that uses one of the Secrets, once.
+    async fn restart_consumers(&self, namespace: &str, secrets: &[ChangedSecret]) -> Result<(), kube::Error> {
+        let workloads = self.workloads(namespace).await?;
+        let ns_annotations = Api::<Namespace>::all(self.client.clone())
+            .get_opt(namespace)
+            .await?
+            .and_then(|n| n.metadata.annotations);
+        for workload in &workloads {
+            let reasons: Vec<&ChangedSecret> = secrets
+                .iter()
+                .filter(|s| uses_secret(workload, &s.name))
+                .filter(|s| {
+                    should_restart(
+                        Some(&s.annotations),
+                        Some(&workload.annotations),
+                        ns_annotations.as_ref(),
+                        self.default,
+                    )
+                })
+                .collect();
+            if reasons.is_empty() {
+                continue;
+            }
+            let now = jiff::Timestamp::now().to_string();
+            let patch = json!({ "spec": { "template": { "metadata": { "annotations": { LAST_RESTARTED: now } } } } });
+            let params = PatchParams::default();
+            let reference = match workload.kind {
+                Kind::Deployment => {
+                    let api = Api::<Deployment>::namespaced(self.client.clone(), namespace);
+                    api.patch(&workload.name, &params, &Patch::Merge(&patch)).await?;
+                    object_reference::<Deployment>(namespace, &workload.name)
+                }
+                Kind::StatefulSet => {
+                    let api = Api::<StatefulSet>::namespaced(self.client.clone(), namespace);
+                    api.patch(&workload.name, &params, &Patch::Merge(&patch)).await?;
+                    object_reference::<StatefulSet>(namespace, &workload.name)
+                }
+                Kind::DaemonSet => {
+                    let api = Api::<DaemonSet>::namespaced(self.client.clone(), namespace);
+                    api.patch(&workload.name, &params, &Patch::Merge(&patch)).await?;
+                    object_reference::<DaemonSet>(namespace, &workload.name)
+                }
+            };
+            let names: Vec<String> = reasons
+                .iter()
+                .map(|s| format!("{} (item version {})", s.name, s.item_version))
+                .collect();
+            let note = format!("Restarted to pick up the new data of Secret {}", names.join(", "));
+            info!(%namespace, kind = workload.kind.as_str(), name = %workload.name, "restarted workload");
+            let event = Event {
+                type_: EventType::Normal,
+                reason: "Restarted".into(),
+                note: Some(note),
+                action: "Restart".into(),
+                secondary: None,
+            };
+            if let Err(err) = self.recorder.publish(&event, &reference).await {
+                warn!(error = %err, "cannot publish a restart Event");
+            }
+        }
+        Ok(())
+    }
+}
+
+fn object_reference<K: kube::Resource<DynamicType = ()>>(
+    namespace: &str,
+    name: &str,
+) -> k8s_openapi::api::core::v1::ObjectReference {
+    k8s_openapi::api::core::v1::ObjectReference {
+        api_version: Some(K::api_version(&()).into_owned()),
+        kind: Some(K::kind(&()).into_owned()),
+        name: Some(name.to_owned()),
+        namespace: Some(namespace.to_owned()),
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::{
+        Container, EnvFromSource, EnvVar, EnvVarSource, PodSpec, ProjectedVolumeSource, SecretEnvSource,
+        SecretKeySelector, SecretProjection, SecretVolumeSource, Volume, VolumeProjection,
+    };
+
+    fn workload(spec: PodSpec) -> Workload {
+        Workload {
+            kind: Kind::Deployment,
+            name: "app".into(),
+            annotations: BTreeMap::new(),
+            template: PodTemplateSpec {
+                spec: Some(spec),
+                ..PodTemplateSpec::default()
+            },
+        }
+    }
+
+    fn container(env: Vec<EnvVar>, env_from: Vec<EnvFromSource>) -> Container {
+        Container {
+            name: "c".into(),
+            env: Some(env),
+            env_from: Some(env_from),
+            ..Container::default()
+        }
+    }
+
+    #[test]
+    fn every_way_of_using_a_secret_counts() {
+        let env = EnvVar {
+            name: "PW".into(),
+            value_from: Some(EnvVarSource {
+                secret_key_ref: Some(SecretKeySelector {
+                    name: "db".into(),
+                    key: "password".into(),
+                    optional: None,
+                }),
+                ..EnvVarSource::default()
+            }),
+            ..EnvVar::default()
+        };
+        let by_env = workload(PodSpec {
+            containers: vec![container(vec![env], vec![])],
+            ..PodSpec::default()
+        });
+        let env_from = EnvFromSource {
+            secret_ref: Some(SecretEnvSource {
+                name: "db".into(),
+                optional: None,
+            }),
+            ..EnvFromSource::default()
+        };
+        let by_env_from = workload(PodSpec {
+            containers: vec![Container {
+                name: "main".into(),
+                ..Container::default()
+            }],
+            init_containers: Some(vec![container(vec![], vec![env_from])]),
+            ..PodSpec::default()
+        });
+        let by_volume = workload(PodSpec {
+            volumes: Some(vec![Volume {
+                name: "v".into(),
+                secret: Some(SecretVolumeSource {
+                    secret_name: Some("db".into()),
+                    ..SecretVolumeSource::default()
+                }),
+                ..Volume::default()
+            }]),
+            ..PodSpec::default()
+        });
+        let by_projection = workload(PodSpec {
+            volumes: Some(vec![Volume {
+                name: "p".into(),
+                projected: Some(ProjectedVolumeSource {
+                    sources: Some(vec![VolumeProjection {
+                        secret: Some(SecretProjection {
+                            name: "db".into(),
+                            ..SecretProjection::default()
+                        }),
+                        ..VolumeProjection::default()
+                    }]),
+                    ..ProjectedVolumeSource::default()
+                }),
+                ..Volume::default()
+            }]),
+            ..PodSpec::default()
+        });
+        let mut by_annotation = workload(PodSpec::default());
+        by_annotation.annotations.insert(ITEM_NAME.into(), "db".into());
+        for (how, w) in [
+            ("env", &by_env),
+            ("envFrom", &by_env_from),
+            ("volume", &by_volume),
+            ("projected", &by_projection),
+            ("item-name", &by_annotation),
+        ] {
+            assert!(uses_secret(w, "db"), "{how}");
+            assert!(!uses_secret(w, "other"), "{how}");
+        }
+        assert!(!uses_secret(&workload(PodSpec::default()), "db"));
+    }
+
+    fn annotated(value: &str) -> BTreeMap<String, String> {
+        BTreeMap::from([(AUTO_RESTART.to_string(), value.to_string())])
+    }
+
+    #[test]
+    fn precedence_is_secret_then_workload_then_namespace_then_default() {
+        let (t, f) = (annotated("true"), annotated("false"));
+        let cases: &[(
+            Option<&BTreeMap<String, String>>,
+            Option<&BTreeMap<String, String>>,
+            Option<&BTreeMap<String, String>>,
+            bool,
+            bool,
+        )] = &[
+            (None, None, None, false, false),
+            (None, None, None, true, true),
+            (None, None, Some(&t), false, true),
+            (None, None, Some(&f), true, false),
+            (None, Some(&t), Some(&f), false, true),
+            (None, Some(&f), Some(&t), true, false),
+            (Some(&t), Some(&f), Some(&f), false, true),
+            (Some(&f), Some(&t), Some(&t), true, false),
+        ];
+        for (i, (secret, workload, namespace, default, expected)) in cases.iter().enumerate() {
+            assert_eq!(
+                should_restart(*secret, *workload, *namespace, *default),
+                *expected,
+                "case {i}"
+            );
+        }
+        let junk = annotated("maybe");
+        assert!(
+            should_restart(Some(&junk), Some(&t), None, false),
+            "an unreadable value falls through"
+        );
+        assert!(should_restart(Some(&annotated(" TRUE ")), None, None, false));
+    }
+}
