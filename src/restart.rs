@@ -402,16 +402,19 @@ mod tests {
         BTreeMap::from([(AUTO_RESTART.to_string(), value.to_string())])
     }
 
+    /// Secret, workload and Namespace annotations, the default, and the expected decision.
+    type Case<'a> = (
+        Option<&'a BTreeMap<String, String>>,
+        Option<&'a BTreeMap<String, String>>,
+        Option<&'a BTreeMap<String, String>>,
+        bool,
+        bool,
+    );
+
     #[test]
     fn precedence_is_secret_then_workload_then_namespace_then_default() {
         let (t, f) = (annotated("true"), annotated("false"));
-        let cases: &[(
-            Option<&BTreeMap<String, String>>,
-            Option<&BTreeMap<String, String>>,
-            Option<&BTreeMap<String, String>>,
-            bool,
-            bool,
-        )] = &[
+        let cases: &[Case] = &[
             (None, None, None, false, false),
             (None, None, None, true, true),
             (None, None, Some(&t), false, true),
