@@ -9,6 +9,7 @@
 //! - [`crd`]: the `OnePasswordItem` custom resource and its CRD.
 //! - [`sim`]: a Connect-compatible simulator for tests, benchmarks and the demo.
 //! - [`cli`], [`check`]: shared command-line settings and `connect-check`.
+//! - [`leader`]: leader election through a Lease.
 //! - [`local_cluster`]: etcd + kube-apiserver as local processes (tests, benchmarks, demo).
 //! - [`server`]: `/healthz`, `/readyz` and `/metrics`.
 //! - [`telemetry`]: logging setup shared by every subcommand.
@@ -19,6 +20,7 @@ pub mod cli;
 pub mod connect;
 pub mod controller;
 pub mod crd;
+pub mod leader;
 pub mod local_cluster;
 pub mod metrics;
 pub mod poller;

@@ -81,6 +81,21 @@ struct RunArgs {
     /// Where `/healthz` and `/readyz` are served.
     #[arg(long, env = "HEALTH_PROBE_BIND_ADDRESS", default_value = "0.0.0.0:8081")]
     health_probe_bind_address: std::net::SocketAddr,
+    /// Elect a leader through a Lease, so that only one of several replicas writes.
+    #[arg(long, env = "LEADER_ELECT", action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true", default_value_t = false)]
+    leader_elect: bool,
+    /// Namespace of the leader Lease (the operator's own namespace in a cluster).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    leader_election_namespace: String,
+    /// Name of the leader Lease.
+    #[arg(long, env = "LEADER_ELECTION_LEASE", default_value = "onepassword-operator")]
+    leader_election_lease: String,
+    /// Seconds a leader holds the Lease without renewing it; the longest failover after a crash.
+    #[arg(long, env = "LEADER_ELECTION_LEASE_DURATION", default_value_t = 15, value_parser = clap::value_parser!(u64).range(2..))]
+    leader_election_lease_duration: u64,
+    /// This replica's identity in the Lease (the pod name in a cluster).
+    #[arg(long, env = "POD_NAME")]
+    pod_name: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -201,6 +216,27 @@ async fn run(args: RunArgs) -> Result<(), String> {
     let metrics_addr = server::serve(args.metrics_bind_address, server::metrics_router(ctx.clone())).await?;
     let probes_addr = server::serve(args.health_probe_bind_address, server::probes_router(ctx.clone())).await?;
     tracing::info!(%metrics_addr, %probes_addr, "serving /metrics, /healthz and /readyz");
-    controller::run(ctx).await;
-    Ok(())
+    if !args.leader_elect {
+        controller::run(ctx).await;
+        return Ok(());
+    }
+    let identity = args.pod_name.unwrap_or_else(|| {
+        format!(
+            "onepassword-operator-{}",
+            onepassword_operator::sim::generate::random_id()
+        )
+    });
+    let election = onepassword_operator::leader::Election {
+        namespace: args.leader_election_namespace,
+        lease_name: args.leader_election_lease,
+        identity,
+        lease_duration: Duration::from_secs(args.leader_election_lease_duration),
+    };
+    ctx.set_standby(true);
+    let on_leader = {
+        let ctx = ctx.clone();
+        move || ctx.set_standby(false)
+    };
+    onepassword_operator::leader::run_as_leader(ctx.client.clone(), election, on_leader, controller::run(ctx.clone()))
+        .await
 }

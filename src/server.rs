@@ -22,7 +22,7 @@ async fn healthz() -> &'static str {
 }
 
 async fn readyz(State(ctx): State<Arc<Context>>) -> Response {
-    if !ctx.caches_synced() {
+    if !ctx.caches_synced() && !ctx.is_standby() {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             "not ready: the Kubernetes caches have not synced yet",

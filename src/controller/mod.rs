@@ -84,6 +84,7 @@ pub struct Context {
     /// Vaults the poller could not check last time, and why.
     vault_failures: Mutex<HashMap<String, status::ConnectFailure>>,
     caches_synced: std::sync::atomic::AtomicBool,
+    standby: std::sync::atomic::AtomicBool,
 }
 
 impl Context {
@@ -105,7 +106,17 @@ impl Context {
             failures: Mutex::default(),
             vault_failures: Mutex::default(),
             caches_synced: std::sync::atomic::AtomicBool::new(false),
+            standby: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// A replica waiting for the leader lease runs nothing, so it has no caches to sync.
+    pub fn is_standby(&self) -> bool {
+        self.standby.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub fn set_standby(&self, standby: bool) {
+        self.standby.store(standby, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Whether every watch has listed its objects once.
