@@ -12,6 +12,7 @@
 //! - [`leader`]: leader election through a Lease.
 //! - [`local_cluster`]: etcd + kube-apiserver as local processes (tests, benchmarks, demo).
 //! - [`server`]: `/healthz`, `/readyz` and `/metrics`.
+//! - [`workloads`]: Secrets for workloads annotated with `item-path` and `item-name`.
 //! - [`telemetry`]: logging setup shared by every subcommand.
 
 pub mod annotations;
@@ -29,6 +30,7 @@ pub mod secret;
 pub mod server;
 pub mod sim;
 pub mod telemetry;
+pub mod workloads;
 
 /// An error and its sources, joined with `: ` — what a person needs to see the cause
 /// (`cannot reach Connect: … : Connection refused`).

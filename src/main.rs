@@ -209,6 +209,7 @@ async fn run(args: RunArgs) -> Result<(), String> {
         },
         concurrency: args.concurrency,
         auto_restart: args.auto_restart,
+        enable_annotations: args.enable_annotations,
         ..Settings::default()
     };
     tracing::info!(namespaces = ?settings.namespaces, interval = ?settings.polling_interval, "starting the OnePasswordItem controller");

@@ -50,9 +50,16 @@ pub struct Workload {
     pub template: PodTemplateSpec,
 }
 
-/// Whether the pod template (or the `item-name` annotation) uses the Secret.
+/// Whether the pod template (or the `item-name` annotation, on the workload or its pod
+/// template, sanitized as the Secret's name is) uses the Secret.
 pub fn uses_secret(workload: &Workload, secret: &str) -> bool {
-    if workload.annotations.get(ITEM_NAME).is_some_and(|n| n == secret) {
+    let template_annotations = workload.template.metadata.as_ref().and_then(|m| m.annotations.as_ref());
+    let named = [Some(&workload.annotations), template_annotations]
+        .into_iter()
+        .flatten()
+        .filter_map(|a| a.get(ITEM_NAME))
+        .any(|n| crate::secret::sanitize_secret_name(n.trim()) == secret);
+    if named {
         return true;
     }
     let Some(spec) = &workload.template.spec else {
@@ -384,7 +391,7 @@ mod tests {
             ..PodSpec::default()
         });
         let mut by_annotation = workload(PodSpec::default());
-        by_annotation.annotations.insert(ITEM_NAME.into(), "db".into());
+        by_annotation.annotations.insert(ITEM_NAME.into(), "DB".into());
         for (how, w) in [
             ("env", &by_env),
             ("envFrom", &by_env_from),

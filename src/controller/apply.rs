@@ -13,7 +13,7 @@ use serde_json::{Map, Value};
 use super::error::Error;
 use super::status::Write;
 use crate::annotations::{ALLOW_ADOPTION, FIELD_MANAGER, ITEM_VERSION, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
-use crate::crd::KIND;
+use crate::crd::{KIND, OnePasswordItem};
 
 /// Who an existing Secret belongs to, seen from one OnePasswordItem.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -28,10 +28,23 @@ pub enum Ownership {
     Foreign,
 }
 
-pub fn ownership(existing: &Secret, owner_uid: &str, owner_name: &str) -> Ownership {
+pub fn ownership(existing: &Secret, owner: &OnePasswordItem, owner_name: &str) -> Ownership {
     let refs = existing.metadata.owner_references.as_deref().unwrap_or_default();
+    let owner_uid = owner.metadata.uid.as_deref().unwrap_or_default();
     if refs.iter().any(|r| r.uid == owner_uid) {
         return Ownership::Ours;
+    }
+    // A Secret that 1Password's Go operator made for an annotated workload is owned by that
+    // workload, which now owns the OnePasswordItem managing it.
+    let grandparents: Vec<&str> = owner
+        .metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .map(|r| r.uid.as_str())
+        .collect();
+    if refs.iter().any(|r| grandparents.contains(&r.uid.as_str())) {
+        return Ownership::Adoptable;
     }
     let labels = existing.metadata.labels.as_ref();
     let ours_before = labels
@@ -179,29 +192,52 @@ mod tests {
         }
     }
 
+    fn item(uid: &str, owners: Vec<OwnerReference>) -> OnePasswordItem {
+        let mut opi = OnePasswordItem::default();
+        opi.metadata.uid = Some(uid.into());
+        opi.metadata.owner_references = Some(owners);
+        opi
+    }
+
+    #[test]
+    fn a_secret_the_go_operator_made_for_the_same_workload_is_adoptable() {
+        let deployment = OwnerReference {
+            kind: "Deployment".into(),
+            name: "app".into(),
+            ..owner("dep-1", "app")
+        };
+        let mut made_by_go = secret(&[], vec![deployment.clone()]);
+        made_by_go.metadata.labels = None;
+        assert_eq!(
+            ownership(&made_by_go, &item("uid-3", vec![deployment]), "db"),
+            Ownership::Adoptable
+        );
+        assert_eq!(ownership(&made_by_go, &item("uid-3", vec![]), "db"), Ownership::Foreign);
+    }
+
     #[test]
     fn ownership_by_uid_previous_incarnation_or_hand_over() {
         let ours = secret(&[], vec![owner("uid-1", "db")]);
-        assert_eq!(ownership(&ours, "uid-1", "db"), Ownership::Ours);
+        assert_eq!(ownership(&ours, &item("uid-1", vec![]), "db"), Ownership::Ours);
         assert_eq!(
-            ownership(&ours, "uid-2", "db"),
+            ownership(&ours, &item("uid-2", vec![]), "db"),
             Ownership::Adoptable,
             "a recreated OnePasswordItem of the same name"
         );
-        assert_eq!(ownership(&ours, "uid-2", "other"), Ownership::Foreign);
+        assert_eq!(ownership(&ours, &item("uid-2", vec![]), "other"), Ownership::Foreign);
 
         let mut foreign = secret(&[], vec![]);
         foreign.metadata.labels = None;
-        assert_eq!(ownership(&foreign, "uid-1", "db"), Ownership::Foreign);
+        assert_eq!(ownership(&foreign, &item("uid-1", vec![]), "db"), Ownership::Foreign);
         let mut labelled_only = secret(&[], vec![]);
         labelled_only.metadata.owner_references = None;
         assert_eq!(
-            ownership(&labelled_only, "uid-1", "db"),
+            ownership(&labelled_only, &item("uid-1", vec![]), "db"),
             Ownership::Foreign,
             "our label alone proves nothing"
         );
         foreign.metadata.annotations = Some(BTreeMap::from([(ALLOW_ADOPTION.to_string(), "true".to_string())]));
-        assert_eq!(ownership(&foreign, "uid-1", "db"), Ownership::Adoptable);
+        assert_eq!(ownership(&foreign, &item("uid-1", vec![]), "db"), Ownership::Adoptable);
     }
 
     #[test]

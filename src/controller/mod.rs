@@ -56,6 +56,8 @@ pub struct Settings {
     pub concurrency: u16,
     /// Restart consumers of a changed Secret unless an annotation says otherwise.
     pub auto_restart: bool,
+    /// Manage Secrets for workloads annotated with `item-path` and `item-name`.
+    pub enable_annotations: bool,
 }
 
 impl Default for Settings {
@@ -67,6 +69,7 @@ impl Default for Settings {
             mapping: MappingOptions::default(),
             concurrency: 16,
             auto_restart: false,
+            enable_annotations: false,
         }
     }
 }
@@ -108,6 +111,10 @@ impl Context {
             caches_synced: std::sync::atomic::AtomicBool::new(false),
             standby: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    pub fn recorder(&self) -> &Recorder {
+        &self.recorder
     }
 
     /// A replica waiting for the leader lease runs nothing, so it has no caches to sync.
@@ -373,10 +380,7 @@ async fn sync(opi: &OnePasswordItem, namespace: &str, ctx: &Context) -> Result<S
     let existing = secrets.get_opt(&name).await.map_err(Error::kube("read Secret"))?;
     let mut item_version = cached.item.version;
     let write = match &existing {
-        Some(secret)
-            if apply::ownership(secret, opi.uid().as_deref().unwrap_or_default(), &name)
-                == apply::Ownership::Foreign =>
-        {
+        Some(secret) if apply::ownership(secret, opi, &name) == apply::Ownership::Foreign => {
             return Err(Error::SecretConflict { name });
         }
         Some(secret) if cached.item.has_tag(IGNORE_SECRET_TAG) => {
@@ -465,9 +469,46 @@ pub async fn run(ctx: Arc<Context>) {
             .instrument(span);
         runs.push(run);
     }
+    let mut workload_runs: Vec<futures::future::BoxFuture<'static, ()>> = Vec::new();
+    if ctx.settings.enable_annotations {
+        use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
+        let scopes: Vec<Option<String>> = if ctx.settings.namespaces.is_empty() {
+            vec![None]
+        } else {
+            ctx.settings.namespaces.iter().cloned().map(Some).collect()
+        };
+        for namespace in scopes {
+            let c = ctx.client.clone();
+            let api =
+                |ns: &Option<String>| -> (Api<OnePasswordItem>, Api<Deployment>, Api<StatefulSet>, Api<DaemonSet>) {
+                    match ns {
+                        Some(ns) => (
+                            Api::namespaced(c.clone(), ns),
+                            Api::namespaced(c.clone(), ns),
+                            Api::namespaced(c.clone(), ns),
+                            Api::namespaced(c.clone(), ns),
+                        ),
+                        None => (
+                            Api::all(c.clone()),
+                            Api::all(c.clone()),
+                            Api::all(c.clone()),
+                            Api::all(c.clone()),
+                        ),
+                    }
+                };
+            let (items, deployments, statefulsets, daemonsets) = api(&namespace);
+            workload_runs.push(Box::pin(crate::workloads::run(deployments, items.clone(), ctx.clone())));
+            workload_runs.push(Box::pin(crate::workloads::run(
+                statefulsets,
+                items.clone(),
+                ctx.clone(),
+            )));
+            workload_runs.push(Box::pin(crate::workloads::run(daemonsets, items, ctx.clone())));
+        }
+    }
     let poller = crate::poller::Poller::new(ctx.clone(), stores, crate::poller::Triggers::new(senders));
     tokio::select! {
-        _ = futures::future::join_all(runs) => {}
+        _ = async { futures::future::join(futures::future::join_all(runs), futures::future::join_all(workload_runs)).await } => {}
         _ = poller.run() => {}
         _ = ctx.restarter.clone().run() => {}
     }
