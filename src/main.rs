@@ -47,7 +47,11 @@ enum Command {
     /// Run a Connect-compatible simulator (tests, benchmarks, demo; no 1Password account).
     ConnectSim(ConnectSimArgs),
     /// Print the OnePasswordItem CustomResourceDefinition as YAML.
-    Crd,
+    Crd {
+        /// Print it as the Helm chart's template instead.
+        #[arg(long)]
+        helm: bool,
+    },
     /// Check that a Connect host and token work, and optionally resolve an item path.
     ConnectCheck(ConnectCheckArgs),
 }
@@ -134,8 +138,13 @@ async fn main() -> ExitCode {
         Command::Run(args) => run(args).await,
         Command::ConnectSim(args) => connect_sim(args).await,
         Command::ConnectCheck(args) => connect_check(args).await,
-        Command::Crd => {
-            print!("{}", onepassword_operator::crd::crd_yaml());
+        Command::Crd { helm } => {
+            let text = if helm {
+                onepassword_operator::crd::crd_helm_template()
+            } else {
+                onepassword_operator::crd::crd_yaml()
+            };
+            print!("{text}");
             Ok(())
         }
     };

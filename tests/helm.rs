@@ -1,0 +1,548 @@
+//! The Helm chart: lint, templates for several value sets, `deploy/` drift, install and upgrade
+//! (the CRD upgrades), and the operator running as the chart's ServiceAccount with exactly the
+//! chart's RBAC.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::rbac::v1::ClusterRole;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use onepassword_operator::crd::{OnePasswordItem, OnePasswordItemSpec};
+use onepassword_operator::local_cluster::{ControlPlaneBinaries, Identity};
+use onepassword_operator::sim::{self, DataFile, SimConfig};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/onepassword-operator");
+const KUBE_VERSION: &str = "1.33.0";
+
+fn helm_binary() -> Option<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    match ControlPlaneBinaries::locate(root) {
+        Ok(bins) if bins.path("helm").is_file() => Some(bins.path("helm")),
+        _ if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!("helm is missing: run scripts/control-plane-bins")
+        }
+        _ => {
+            eprintln!("SKIPPED: helm is missing: run scripts/control-plane-bins");
+            None
+        }
+    }
+}
+
+macro_rules! helm {
+    () => {
+        match helm_binary() {
+            Some(helm) => helm,
+            None => return,
+        }
+    };
+}
+
+fn run(helm: &Path, args: &[&str], kubeconfig: Option<&Path>) -> Output {
+    let mut command = Command::new(helm);
+    command.args(args);
+    if let Some(kubeconfig) = kubeconfig {
+        command.env("KUBECONFIG", kubeconfig);
+    }
+    command.output().unwrap()
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// Renders the chart with `--set` values and parses every document.
+fn template(helm: &Path, sets: &[&str]) -> Vec<Value> {
+    let mut args = vec![
+        "template",
+        "op",
+        CHART,
+        "--namespace",
+        "ops",
+        "--kube-version",
+        KUBE_VERSION,
+    ];
+    for set in sets {
+        args.extend(["--set", set]);
+    }
+    let output = run(helm, &args, None);
+    assert!(output.status.success(), "{}", text(&output));
+    let rendered = String::from_utf8(output.stdout).unwrap();
+    serde_yaml_ng::Deserializer::from_str(&rendered)
+        .filter_map(|doc| Option::<Value>::deserialize(doc).unwrap())
+        .collect()
+}
+
+fn find<'a>(docs: &'a [Value], kind: &str, name: &str) -> Option<&'a Value> {
+    docs.iter().find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+}
+
+fn kinds(docs: &[Value]) -> Vec<String> {
+    let mut kinds: Vec<String> = docs.iter().map(|d| d["kind"].as_str().unwrap().to_owned()).collect();
+    kinds.sort();
+    kinds
+}
+
+#[test]
+fn the_chart_lints_clean() {
+    let helm = helm!();
+    let output = run(
+        &helm,
+        &[
+            "lint",
+            CHART,
+            "--strict",
+            "--set",
+            "connect.token.value=t",
+            "--kube-version",
+            KUBE_VERSION,
+        ],
+        None,
+    );
+    assert!(output.status.success(), "{}", text(&output));
+    assert!(text(&output).contains("0 chart(s) failed"));
+}
+
+#[test]
+fn default_values_render_a_hardened_least_privilege_operator() {
+    let helm = helm!();
+    let docs = template(&helm, &["connect.token.value=s3cr3t-token"]);
+    let deployment = find(&docs, "Deployment", "op-onepassword-operator").expect("the operator Deployment");
+    let pod = &deployment["spec"]["template"]["spec"];
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(pod["securityContext"]["seccompProfile"]["type"], "RuntimeDefault");
+    let container = &pod["containers"][0];
+    assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);
+    assert_eq!(container["securityContext"]["allowPrivilegeEscalation"], false);
+    assert_eq!(container["securityContext"]["capabilities"]["drop"], json!(["ALL"]));
+    assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
+    assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/healthz");
+    let env: Vec<&str> = container["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    for expected in [
+        "OP_CONNECT_HOST",
+        "OP_CONNECT_TOKEN_FILE",
+        "WATCH_NAMESPACE",
+        "POLLING_INTERVAL",
+        "AUTO_RESTART",
+        "LEADER_ELECT",
+        "POD_NAMESPACE",
+    ] {
+        assert!(env.contains(&expected), "{expected} in {env:?}");
+    }
+    let rendered = serde_json::to_string(&docs).unwrap();
+    assert!(
+        !serde_json::to_string(deployment).unwrap().contains("s3cr3t-token"),
+        "the token is not in the pod spec"
+    );
+    assert!(rendered.contains(&base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        "s3cr3t-token"
+    )));
+
+    let crd =
+        find(&docs, "CustomResourceDefinition", "onepassworditems.onepassword.com").expect("the CRD is a template");
+    assert_eq!(crd["metadata"]["annotations"]["helm.sh/resource-policy"], "keep");
+
+    let role = find(&docs, "ClusterRole", "op-onepassword-operator").expect("cluster-wide by default");
+    let rules = role["rules"].as_array().unwrap();
+    let all_verbs: Vec<&str> = rules
+        .iter()
+        .flat_map(|r| r["verbs"].as_array().unwrap())
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert!(
+        !all_verbs.contains(&"*") && !all_verbs.contains(&"update"),
+        "{all_verbs:?}"
+    );
+    let resources: Vec<&str> = rules
+        .iter()
+        .flat_map(|r| r["resources"].as_array().unwrap())
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert!(
+        !resources.contains(&"pods") && !resources.contains(&"configmaps") && !resources.contains(&"services"),
+        "{resources:?}"
+    );
+    assert!(find(&docs, "Role", "op-onepassword-operator-leader-election").is_some());
+    assert!(find(&docs, "Service", "op-onepassword-operator-metrics").is_some());
+    assert_eq!(
+        kinds(&docs)
+            .iter()
+            .filter(|k| *k == "ServiceMonitor" || *k == "PodDisruptionBudget")
+            .count(),
+        0
+    );
+}
+
+#[test]
+fn watched_namespaces_get_roles_instead_of_a_cluster_role() {
+    let helm = helm!();
+    let docs = template(
+        &helm,
+        &[
+            "connect.token.existingSecret=tok",
+            "operator.watchNamespaces={apps,payments}",
+        ],
+    );
+    assert!(find(&docs, "ClusterRole", "op-onepassword-operator").is_none());
+    for ns in ["apps", "payments"] {
+        let role = docs
+            .iter()
+            .find(|d| d["kind"] == "Role" && d["metadata"]["namespace"] == ns)
+            .expect("a Role per namespace");
+        assert_eq!(role["metadata"]["name"], "op-onepassword-operator");
+        assert!(
+            docs.iter()
+                .any(|d| d["kind"] == "RoleBinding" && d["metadata"]["namespace"] == ns)
+        );
+    }
+    let deployment = find(&docs, "Deployment", "op-onepassword-operator").unwrap();
+    let env = deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_array()
+        .unwrap();
+    assert!(
+        env.iter()
+            .any(|e| e["name"] == "WATCH_NAMESPACE" && e["value"] == "apps,payments")
+    );
+    assert!(
+        find(&docs, "Secret", "op-onepassword-operator-connect-token").is_none(),
+        "an existing Secret is used"
+    );
+}
+
+#[test]
+fn optional_parts_render_when_asked() {
+    let helm = helm!();
+    let docs = template(
+        &helm,
+        &[
+            "connect.token.value=t",
+            "metrics.serviceMonitor.enabled=true",
+            "podDisruptionBudget.enabled=true",
+            "connect.caBundle.pem=-----BEGIN CERTIFICATE-----",
+            "connect.server.enabled=true",
+            "operator.enableAnnotations=true",
+        ],
+    );
+    for kind in ["ServiceMonitor", "PodDisruptionBudget", "ConfigMap"] {
+        assert!(kinds(&docs).contains(&kind.to_owned()), "{kind}");
+    }
+    assert!(
+        find(&docs, "Deployment", "onepassword-connect").is_some(),
+        "the optional Connect server"
+    );
+    let apps_rule = find(&docs, "ClusterRole", "op-onepassword-operator").unwrap()["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["apiGroups"] == json!(["apps"]))
+        .unwrap()
+        .clone();
+    assert_eq!(
+        apps_rule["verbs"],
+        json!(["get", "list", "watch", "patch"]),
+        "annotated workloads are watched"
+    );
+}
+
+#[test]
+fn bad_values_are_refused_with_a_reason() {
+    let helm = helm!();
+    let base = ["template", "op", CHART, "--kube-version", KUBE_VERSION];
+    let missing_token = run(&helm, &base, None);
+    assert!(!missing_token.status.success());
+    assert!(
+        text(&missing_token).contains("set connect.token.existingSecret"),
+        "{}",
+        text(&missing_token)
+    );
+    let typo = run(
+        &helm,
+        &[
+            &base[..],
+            &["--set", "connect.token.value=t", "--set", "operator.pollingIntervall=5"],
+        ]
+        .concat(),
+        None,
+    );
+    assert!(
+        text(&typo).contains("additional properties 'pollingIntervall' not allowed"),
+        "{}",
+        text(&typo)
+    );
+    let bad_host = run(
+        &helm,
+        &[
+            &base[..],
+            &["--set", "connect.token.value=t", "--set", "connect.host=connect:8080"],
+        ]
+        .concat(),
+        None,
+    );
+    assert!(text(&bad_host).contains("/connect/host"), "{}", text(&bad_host));
+}
+
+#[test]
+fn deploy_manifests_match_the_chart() {
+    let helm = helm!();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let work = tempfile::tempdir().unwrap();
+    let rendered = work.path().join("rendered.yaml");
+    let output = Command::new(root.join("scripts/render-deploy"))
+        .arg(&rendered)
+        .env("HELM", &helm)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", text(&output));
+    let committed = std::fs::read_to_string(root.join("deploy/onepassword-operator.yaml")).unwrap();
+    assert!(
+        committed == std::fs::read_to_string(&rendered).unwrap(),
+        "deploy/ drifted from the chart: run scripts/generate"
+    );
+}
+
+/// An operator process, killed when dropped.
+struct Operator(Child);
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn wait_for<T>(what: &str, timeout: Duration, mut check: impl AsyncFnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "{what} within {timeout:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn ready(opi: &OnePasswordItem) -> Option<(String, String)> {
+    let ready = opi.status.as_ref()?.conditions.iter().find(|c| c.type_ == "Ready")?;
+    Some((ready.reason.clone()?, ready.message.clone().unwrap_or_default()))
+}
+
+#[tokio::test]
+async fn install_upgrade_and_run_as_the_charts_service_account() {
+    let helm = helm!();
+    let Some(cluster) = support::cluster() else { return };
+    let admin = cluster.admin_client().unwrap();
+    let release_ns = support::namespace(&admin, "ops").await;
+    let app_ns = support::namespace(&admin, "apps").await;
+    let work = tempfile::tempdir().unwrap();
+    let kubeconfig = work.path().join("admin.kubeconfig");
+    cluster.write_kubeconfig(&Identity::Admin, &kubeconfig).unwrap();
+
+    // The test harness installed crds/ already: hand the CRD to Helm, as an upgrade from a
+    // kubectl-applied CRD would.
+    let crds: Api<CustomResourceDefinition> = Api::all(admin.clone());
+    let adopt = json!({ "metadata": {
+        "labels": { "app.kubernetes.io/managed-by": "Helm" },
+        "annotations": { "meta.helm.sh/release-name": "op", "meta.helm.sh/release-namespace": release_ns }
+    }});
+    crds.patch(
+        "onepassworditems.onepassword.com",
+        &PatchParams::default(),
+        &Patch::Merge(&adopt),
+    )
+    .await
+    .unwrap();
+
+    let sim = sim::start(
+        SimConfig::new(DataFile::embedded_example()),
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .unwrap();
+    let install = run(
+        &helm,
+        &[
+            "install",
+            "op",
+            CHART,
+            "--namespace",
+            &release_ns,
+            "--set",
+            &format!("connect.host={}", sim.url()),
+            "--set",
+            "connect.token.value=demo-operator-token",
+        ],
+        Some(&kubeconfig),
+    );
+    assert!(install.status.success(), "{}", text(&install));
+    assert!(
+        text(&install).contains("It syncs OnePasswordItems in every namespace"),
+        "NOTES.txt is shown"
+    );
+
+    // Upgrade with a changed CRD: the change is served afterwards.
+    let changed = work.path().join("chart");
+    copy_dir(Path::new(CHART), &changed);
+    let crd_file = changed.join("templates/crd.yaml");
+    let crd_text = std::fs::read_to_string(&crd_file).unwrap().replace(
+        "description: Why, in one word",
+        "description: Why, in one word (upgraded)",
+    );
+    std::fs::write(&crd_file, crd_text).unwrap();
+    let upgrade = run(
+        &helm,
+        &[
+            "upgrade",
+            "op",
+            changed.to_str().unwrap(),
+            "--namespace",
+            &release_ns,
+            "--reuse-values",
+        ],
+        Some(&kubeconfig),
+    );
+    assert!(upgrade.status.success(), "{}", text(&upgrade));
+    let served = crds.get("onepassworditems.onepassword.com").await.unwrap();
+    let columns = served.spec.versions[0].additional_printer_columns.clone().unwrap();
+    assert!(
+        columns
+            .iter()
+            .any(|c| c.description.as_deref() == Some("Why, in one word (upgraded)")),
+        "the CRD was upgraded"
+    );
+
+    // Run the operator exactly as the chart's ServiceAccount would in its pod.
+    let token = cluster
+        .service_account_token(&admin, &release_ns, "op-onepassword-operator")
+        .await
+        .unwrap();
+    let sa_kubeconfig = work.path().join("sa.kubeconfig");
+    cluster
+        .write_kubeconfig(&Identity::Token(token), &sa_kubeconfig)
+        .unwrap();
+    let log = std::fs::File::create(work.path().join("operator.log")).unwrap();
+    let _operator = Operator(
+        Command::new(env!("CARGO_BIN_EXE_onepassword-operator"))
+            .arg("run")
+            .env("KUBECONFIG", &sa_kubeconfig)
+            .env("OP_CONNECT_HOST", sim.url().as_str())
+            .env("OP_CONNECT_TOKEN", "demo-operator-token")
+            .env("POLLING_INTERVAL", "1")
+            .env("LEADER_ELECT", "true")
+            .env("LEADER_ELECTION_LEASE", "op-onepassword-operator")
+            .env("POD_NAMESPACE", &release_ns)
+            .env("POD_NAME", "op-0")
+            .env("METRICS_BIND_ADDRESS", format!("127.0.0.1:{}", free_port()))
+            .env("HEALTH_PROBE_BIND_ADDRESS", format!("127.0.0.1:{}", free_port()))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    let items: Api<OnePasswordItem> = Api::namespaced(admin.clone(), &app_ns);
+    let secrets: Api<Secret> = Api::namespaced(admin.clone(), &app_ns);
+    items
+        .create(
+            &PostParams::default(),
+            &OnePasswordItem::new(
+                "db",
+                OnePasswordItemSpec {
+                    item_path: "vaults/Demo/items/Database".into(),
+                },
+            ),
+        )
+        .await
+        .unwrap();
+    let log_path = work.path().join("operator.log");
+    let synced = wait_for(
+        "a full sync with the chart's RBAC",
+        Duration::from_secs(30),
+        async || {
+            let opi = items.get("db").await.unwrap();
+            ready(&opi).filter(|(reason, _)| reason == "Synced")
+        },
+    )
+    .await;
+    assert!(
+        synced.1.contains("Secret db holds item version 1"),
+        "{synced:?}\n{}",
+        std::fs::read_to_string(&log_path).unwrap_or_default()
+    );
+    assert!(secrets.get_opt("db").await.unwrap().is_some());
+
+    // Take one permission away: the next Secret fails with a clear reason.
+    let roles: Api<ClusterRole> = Api::all(admin.clone());
+    let mut role = roles.get("op-onepassword-operator").await.unwrap();
+    for rule in role.rules.iter_mut().flatten() {
+        if rule
+            .resources
+            .as_ref()
+            .is_some_and(|r| r.contains(&"secrets".to_string()))
+        {
+            rule.verbs.retain(|v| v != "patch");
+        }
+    }
+    roles
+        .replace("op-onepassword-operator", &PostParams::default(), &role)
+        .await
+        .unwrap();
+    items
+        .create(
+            &PostParams::default(),
+            &OnePasswordItem::new(
+                "api",
+                OnePasswordItemSpec {
+                    item_path: "vaults/Demo/items/API Token".into(),
+                },
+            ),
+        )
+        .await
+        .unwrap();
+    let failed = wait_for(
+        "the missing permission is reported",
+        Duration::from_secs(30),
+        async || ready(&items.get("api").await.unwrap()).filter(|(reason, _)| reason == "KubernetesError"),
+    )
+    .await;
+    assert!(
+        failed.1.contains("forbidden") && failed.1.contains("cannot patch resource \"secrets\""),
+        "{failed:?}"
+    );
+    assert!(secrets.get_opt("api").await.unwrap().is_none());
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
