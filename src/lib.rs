@@ -21,6 +21,7 @@ pub mod cli;
 pub mod connect;
 pub mod controller;
 pub mod crd;
+pub mod demo;
 pub mod leader;
 pub mod local_cluster;
 pub mod metrics;

@@ -46,6 +46,8 @@ enum Command {
     Run(RunArgs),
     /// Run a Connect-compatible simulator (tests, benchmarks, demo; no 1Password account).
     ConnectSim(ConnectSimArgs),
+    /// Run the local demo: simulator, local control plane and operator, with example data.
+    Demo,
     /// Print the OnePasswordItem CustomResourceDefinition as YAML.
     Crd {
         /// Print it as the Helm chart's template instead.
@@ -138,6 +140,10 @@ async fn main() -> ExitCode {
         Command::Run(args) => run(args).await,
         Command::ConnectSim(args) => connect_sim(args).await,
         Command::ConnectCheck(args) => connect_check(args).await,
+        Command::Demo => match std::env::current_dir() {
+            Ok(dir) => onepassword_operator::demo::run(&dir).await,
+            Err(e) => Err(format!("cannot read the current directory: {e}")),
+        },
         Command::Crd { helm } => {
             let text = if helm {
                 onepassword_operator::crd::crd_helm_template()

@@ -1,0 +1,17 @@
+# A small static image: the operator built for musl, on distroless/static, as non-root.
+# (Not built in this project's CI, which has no container engine.)
+FROM rust:1-alpine AS build
+RUN apk add --no-cache musl-dev
+WORKDIR /src
+COPY Cargo.toml Cargo.lock ./
+COPY src src
+COPY benches benches
+COPY examples examples
+RUN cargo build --release --locked --bin onepassword-operator
+
+FROM gcr.io/distroless/static-debian12:nonroot
+COPY --from=build /src/target/release/onepassword-operator /onepassword-operator
+USER 65532:65532
+EXPOSE 8080 8081
+ENTRYPOINT ["/onepassword-operator"]
+CMD ["run"]
