@@ -21,7 +21,8 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, PartialObjectMeta, Patch, PatchParams};
+use kube::runtime::WatchStreamExt;
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
@@ -442,7 +443,7 @@ pub async fn run(ctx: Arc<Context>) {
     let mut senders = std::collections::BTreeMap::new();
     let mut runs = Vec::new();
     for namespace in scopes {
-        let (items, secrets): (Api<OnePasswordItem>, Api<Secret>) = match &namespace {
+        let (items, secrets): (Api<OnePasswordItem>, Api<PartialObjectMeta<Secret>>) = match &namespace {
             Some(ns) => (
                 Api::namespaced(ctx.client.clone(), ns),
                 Api::namespaced(ctx.client.clone(), ns),
@@ -452,13 +453,24 @@ pub async fn run(ctx: Arc<Context>) {
         let (trigger, triggered) = futures::channel::mpsc::channel(4096);
         senders.insert(namespace.clone(), trigger);
         let span = tracing::info_span!("controller", namespace = namespace.as_deref().unwrap_or("*"));
-        let controller = Controller::new(items, watcher::Config::default())
-            // Only our Secrets: memory does not grow with the cluster's other Secrets.
-            .owns(secrets, watcher::Config::default().labels(&selector))
+        // The cache holds every OnePasswordItem: without managedFields, which are large and unused.
+        let (store, writer) = kube::runtime::reflector::store();
+        let items_stream = watcher::watcher(items, watcher::Config::default())
+            .default_backoff()
+            .modify(|o: &mut OnePasswordItem| o.managed_fields_mut().clear())
+            .reflect(writer)
+            .applied_objects();
+        // Our Secrets only, and only their metadata: enough to map them to their owners, and
+        // no Secret data is decoded or held for the watch.
+        let secrets_stream = watcher::watcher(secrets, watcher::Config::default().labels(&selector))
+            .default_backoff()
+            .touched_objects();
+        let controller = Controller::for_stream(items_stream, store.clone())
+            .owns_stream(secrets_stream)
             .reconcile_on(triggered)
             .with_config(ControllerConfig::default().concurrency(ctx.settings.concurrency))
             .shutdown_on_signal();
-        stores.push(controller.store());
+        stores.push(store);
         let run = controller
             .run(reconcile, error_policy, ctx.clone())
             .for_each(|result| async move {
