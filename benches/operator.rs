@@ -1,0 +1,583 @@
+//! The operator against the local control plane and the simulator, at several sizes, next to
+//! the physical limit measured in the same run. Writes `docs/benchmarks.json` and
+//! `docs/benchmarks.md`. Run with `scripts/bench` (which also draws the plot).
+//!
+//! Sizes: `OPO_BENCH_SIZES` (default `100,1000,10000`), spread over 5 vaults.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::runtime::watcher::{self, Event};
+use kube::{Client, ResourceExt};
+use onepassword_operator::connect::models::PatchOp;
+use onepassword_operator::connect::{ConnectClient, ConnectConfig, Filter, RetryPolicy};
+use onepassword_operator::crd::{self, OnePasswordItem, OnePasswordItemSpec};
+use onepassword_operator::local_cluster::{ControlPlaneBinaries, Identity, LocalCluster};
+use onepassword_operator::sim::{self, DataFile, SimConfig};
+use secrecy::SecretString;
+use serde::Serialize;
+use serde_json::json;
+
+const VAULTS: usize = 5;
+const CONCURRENCY: usize = 16;
+const POLLING_INTERVAL: Duration = Duration::from_secs(2);
+const CHANGES: usize = 100;
+
+#[derive(Debug, Serialize, serde::Deserialize)]
+struct Sample {
+    resources: usize,
+    limit_seconds: f64,
+    sync_seconds: f64,
+    ratio_to_limit: f64,
+    idle_calls_per_poll: f64,
+    idle_cpu_ms_per_poll: f64,
+    propagation_p50_ms: f64,
+    propagation_p95_ms: f64,
+    drift_p50_ms: f64,
+    drift_p95_ms: f64,
+    peak_rss_mib: f64,
+    /// Apiserver requests per resource during the initial sync, by verb and resource: the
+    /// operator's run (creating the OnePasswordItems included) and the limit's.
+    sync_requests_per_resource: BTreeMap<String, f64>,
+    limit_requests_per_resource: BTreeMap<String, f64>,
+}
+
+/// `apiserver_request_total` summed by verb and resource, from the apiserver's /metrics.
+async fn apiserver_requests(client: &Client) -> BTreeMap<String, f64> {
+    let request = http::Request::get("/metrics").body(Vec::new()).unwrap();
+    let text = client.request_text(request).await.unwrap();
+    let mut out = BTreeMap::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("apiserver_request_total{") else {
+            continue;
+        };
+        let Some((labels, value)) = rest.rsplit_once("} ") else {
+            continue;
+        };
+        let label = |name: &str| {
+            labels
+                .split("\",")
+                .find_map(|pair| pair.strip_prefix(&format!("{name}=\"")))
+                .map(|v| v.trim_end_matches('"'))
+                .unwrap_or("")
+        };
+        let (verb, resource, sub) = (label("verb"), label("resource"), label("subresource"));
+        if resource.is_empty() {
+            continue;
+        }
+        let key = if sub.is_empty() {
+            format!("{verb} {resource}")
+        } else {
+            format!("{verb} {resource}/{sub}")
+        };
+        *out.entry(key).or_default() += value.parse::<f64>().unwrap_or(0.0);
+    }
+    out
+}
+
+/// Requests per resource between two snapshots, leaving out what is under 0.05.
+fn per_resource(before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64>, n: usize) -> BTreeMap<String, f64> {
+    after
+        .iter()
+        .map(|(k, v)| (k.clone(), (v - before.get(k).copied().unwrap_or(0.0)) / n as f64))
+        .filter(|(_, v)| *v >= 0.05)
+        .collect()
+}
+
+fn data(n: usize) -> String {
+    let mut yaml = String::from(
+        "tokens:\n  - { name: operator, token: op-token, vaults: { \"*\": read } }\n  - { name: writer, token: writer-token, vaults: { \"*\": read-write } }\nvaults:\n",
+    );
+    for v in 0..VAULTS {
+        let _ = writeln!(yaml, "  - name: V{v}\n    items:");
+        for i in (v..n).step_by(VAULTS) {
+            let _ = writeln!(
+                yaml,
+                "      - {{ title: item-{i}, fields: [{{ label: username, value: user-{i} }}, {{ id: password, label: password, value: initial-{i} }}] }}"
+            );
+        }
+    }
+    yaml
+}
+
+fn percentile(values: &mut [f64], p: f64) -> f64 {
+    values.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    if values.is_empty() {
+        return f64::NAN;
+    }
+    values[((values.len() as f64 - 1.0) * p).round() as usize]
+}
+
+async fn namespace(client: &Client, name: &str) {
+    let ns = Namespace {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            ..ObjectMeta::default()
+        },
+        ..Namespace::default()
+    };
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .unwrap();
+}
+
+/// The physical limit: a plain client server-side-applying N Secrets as fast as it can.
+async fn limit(client: &Client, n: usize) -> Duration {
+    let ns = format!("limit-{n}");
+    namespace(client, &ns).await;
+    let api: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let started = Instant::now();
+    futures::stream::iter(0..n)
+        .map(|i| {
+            let api = api.clone();
+            async move {
+                let secret = Secret {
+                    metadata: ObjectMeta {
+                        name: Some(format!("item-{i}")),
+                        ..ObjectMeta::default()
+                    },
+                    string_data: Some(BTreeMap::from([
+                        ("username".to_string(), format!("user-{i}")),
+                        ("password".to_string(), format!("initial-{i}")),
+                    ])),
+                    ..Secret::default()
+                };
+                api.patch(
+                    &format!("item-{i}"),
+                    &PatchParams::apply("bench").force(),
+                    &Patch::Apply(&secret),
+                )
+                .await
+                .unwrap();
+            }
+        })
+        .buffer_unordered(CONCURRENCY)
+        .collect::<Vec<_>>()
+        .await;
+    started.elapsed()
+}
+
+struct Operator {
+    child: Child,
+    metrics: String,
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Operator {
+    fn proc_status(&self, field: &str) -> f64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0.0)
+    }
+
+    /// User + system CPU seconds so far.
+    fn cpu_seconds(&self) -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
+        let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or_default();
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        let ticks: f64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+            + fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+        ticks / 100.0
+    }
+
+    async fn polls(&self) -> f64 {
+        let Ok(response) = reqwest::get(&self.metrics).await else {
+            return 0.0;
+        };
+        let text = response.text().await.unwrap_or_default();
+        text.lines()
+            .filter(|l| l.starts_with("onepassword_operator_polls_total"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    async fn wait_polls(&self, more: f64) {
+        let target = self.polls().await + more;
+        while self.polls().await < target {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Secret name → the password it should get, and since when.
+type Pending = HashMap<String, (String, Instant)>;
+
+/// Records, per Secret, when its `password` becomes the expected value (latencies in ms).
+#[derive(Clone, Default)]
+struct Expectations(Arc<Mutex<(Pending, Vec<f64>)>>);
+
+impl Expectations {
+    fn expect(&self, secret: &str, password: &str) {
+        self.0
+            .lock()
+            .unwrap()
+            .0
+            .insert(secret.to_owned(), (password.to_owned(), Instant::now()));
+    }
+
+    fn seen(&self, secret: &Secret) {
+        let password = secret
+            .data
+            .as_ref()
+            .and_then(|d| d.get("password"))
+            .map(|v| String::from_utf8_lossy(&v.0).into_owned());
+        let mut guard = self.0.lock().unwrap();
+        let (pending, latencies) = &mut *guard;
+        if let Some((want, since)) = pending.get(&secret.name_any())
+            && password.as_deref() == Some(want.as_str())
+        {
+            latencies.push(since.elapsed().as_secs_f64() * 1000.0);
+            pending.remove(&secret.name_any());
+        }
+    }
+
+    async fn latencies(&self, count: usize) -> Vec<f64> {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while self.0.lock().unwrap().1.len() < count && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        std::mem::take(&mut self.0.lock().unwrap().1)
+    }
+}
+
+async fn run_size(cluster: &LocalCluster, kubeconfig: &Path, n: usize) -> Sample {
+    let client = cluster.admin_client().unwrap();
+    let sim = sim::start(
+        SimConfig::new(DataFile::parse(&data(n)).unwrap()),
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .unwrap();
+    let before_limit = apiserver_requests(&client).await;
+    let limit = limit(&client, n).await;
+    let limit_requests = per_resource(&before_limit, &apiserver_requests(&client).await, n);
+    eprintln!("  N={n}: raw server-side apply of {n} Secrets took {limit:.1?}");
+
+    let ns = format!("bench-{n}");
+    namespace(&client, &ns).await;
+    let (metrics_port, probes_port) = (free_port(), free_port());
+    let operator = Operator {
+        child: Command::new(env!("CARGO_BIN_EXE_onepassword-operator"))
+            .arg("run")
+            .env("KUBECONFIG", kubeconfig)
+            .env("OP_CONNECT_HOST", sim.url().as_str())
+            .env("OP_CONNECT_TOKEN", "op-token")
+            .env("WATCH_NAMESPACE", &ns)
+            .env("POLLING_INTERVAL", POLLING_INTERVAL.as_secs().to_string())
+            .env("OP_CONCURRENCY", CONCURRENCY.to_string())
+            .env("LOG_LEVEL", "warn")
+            .env("METRICS_BIND_ADDRESS", format!("127.0.0.1:{metrics_port}"))
+            .env("HEALTH_PROBE_BIND_ADDRESS", format!("127.0.0.1:{probes_port}"))
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+        metrics: format!("http://127.0.0.1:{metrics_port}/metrics"),
+    };
+
+    // The clock starts once the operator is up, as it would be in a cluster.
+    let readyz = format!("http://127.0.0.1:{probes_port}/readyz");
+    while !reqwest::get(&readyz).await.is_ok_and(|r| r.status().is_success()) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Count Ready resources with a watch, as a user's tooling would.
+    let items: Api<OnePasswordItem> = Api::namespaced(client.clone(), &ns);
+    let ready = Arc::new(Mutex::new(std::collections::HashSet::new()));
+    let watch_ready = {
+        let (items, ready) = (items.clone(), ready.clone());
+        tokio::spawn(async move {
+            let mut stream = watcher::watcher(items, watcher::Config::default()).boxed();
+            while let Ok(Some(event)) = stream.try_next().await {
+                if let Event::Apply(o) | Event::InitApply(o) = event {
+                    let is_ready = o
+                        .status
+                        .as_ref()
+                        .is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+                    if is_ready {
+                        ready.lock().unwrap().insert(o.name_any());
+                    }
+                }
+            }
+        })
+    };
+    let before_sync = apiserver_requests(&client).await;
+    let started = Instant::now();
+    futures::stream::iter(0..n)
+        .map(|i| {
+            let items = items.clone();
+            async move {
+                let path = format!("vaults/V{}/items/item-{i}", i % VAULTS);
+                let opi = OnePasswordItem::new(&format!("item-{i}"), OnePasswordItemSpec { item_path: path });
+                items.create(&PostParams::default(), &opi).await.unwrap();
+            }
+        })
+        .buffer_unordered(CONCURRENCY)
+        .collect::<Vec<_>>()
+        .await;
+    while ready.lock().unwrap().len() < n {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let sync = started.elapsed();
+    let sync_requests = per_resource(&before_sync, &apiserver_requests(&client).await, n);
+    watch_ready.abort();
+    eprintln!("  N={n}: operator synced {n} resources in {sync:.1?}");
+
+    // Idle polls: Connect calls counted by the simulator, CPU from /proc.
+    // Scraping /metrics costs the operator CPU too: sleep through the polls, count them after.
+    operator.wait_polls(1.0).await;
+    sim.admin().reset_stats().await.unwrap();
+    let (cpu_before, polls_before) = (operator.cpu_seconds(), operator.polls().await);
+    tokio::time::sleep(POLLING_INTERVAL * 10 + POLLING_INTERVAL / 2).await;
+    let calls = sim.admin().stats().await.unwrap().total as f64;
+    let cpu = operator.cpu_seconds() - cpu_before;
+    let polls = operator.polls().await - polls_before;
+    let idle_calls = calls / polls;
+    let idle_cpu = cpu * 1000.0 / polls;
+
+    // Propagation and drift repair, timed by a watch on the Secrets.
+    let expectations = Expectations::default();
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let watch_secrets = {
+        let (secrets, expectations) = (secrets.clone(), expectations.clone());
+        tokio::spawn(async move {
+            let mut stream = watcher::watcher(secrets, watcher::Config::default()).boxed();
+            while let Ok(Some(event)) = stream.try_next().await {
+                if let Event::Apply(s) = event {
+                    expectations.seen(&s);
+                }
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut writer_config = ConnectConfig::new(sim.url(), SecretString::from("writer-token"));
+    writer_config.retry = RetryPolicy::none();
+    let writer = ConnectClient::new(writer_config).unwrap();
+    let mut vault_ids = Vec::new();
+    for v in 0..VAULTS {
+        vault_ids.push(
+            writer
+                .list_vaults(Some(&Filter::name_eq(&format!("V{v}"))))
+                .await
+                .unwrap()
+                .remove(0)
+                .id,
+        );
+    }
+    let step = (n / CHANGES).max(1);
+    for c in 0..CHANGES {
+        let i = (c * step) % n;
+        let vault = &vault_ids[i % VAULTS];
+        let item = writer
+            .list_items(vault, Some(&Filter::title_eq(&format!("item-{i}"))))
+            .await
+            .unwrap()
+            .remove(0);
+        let value = format!("changed-{c}-{i}");
+        expectations.expect(&format!("item-{i}"), &value);
+        writer
+            .patch_item(
+                vault,
+                &item.id,
+                &[PatchOp::replace("/fields/password/value", json!(value))],
+            )
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut propagation = expectations.latencies(CHANGES).await;
+
+    for c in 0..CHANGES {
+        let i = (c * step + step / 2) % n;
+        let name = format!("item-{i}");
+        let current = secrets.get(&name).await.unwrap();
+        let password = String::from_utf8_lossy(&current.data.as_ref().unwrap()["password"].0).into_owned();
+        expectations.expect(&name, &password);
+        let edit = json!({ "data": { "password": "aGFuZC1lZGl0" } });
+        secrets
+            .patch(&name, &PatchParams::default(), &Patch::Merge(&edit))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut drift = expectations.latencies(CHANGES).await;
+    watch_secrets.abort();
+
+    let sample = Sample {
+        resources: n,
+        limit_seconds: limit.as_secs_f64(),
+        sync_seconds: sync.as_secs_f64(),
+        ratio_to_limit: limit.as_secs_f64() / sync.as_secs_f64(),
+        idle_calls_per_poll: idle_calls,
+        idle_cpu_ms_per_poll: idle_cpu,
+        propagation_p50_ms: percentile(&mut propagation, 0.5),
+        propagation_p95_ms: percentile(&mut propagation, 0.95),
+        drift_p50_ms: percentile(&mut drift, 0.5),
+        drift_p95_ms: percentile(&mut drift, 0.95),
+        peak_rss_mib: operator.proc_status("VmHWM:") / 1024.0,
+        sync_requests_per_resource: sync_requests,
+        limit_requests_per_resource: limit_requests,
+    };
+    eprintln!("  N={n}: {sample:?}");
+    sample
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpu
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned())
+        .unwrap_or_default();
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let mem = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let total = mem
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .unwrap_or(0.0);
+    format!("{cores} cores ({model}), {:.0} GiB memory", total / 1024.0 / 1024.0)
+}
+
+fn markdown(samples: &[Sample]) -> String {
+    let mut md =
+        String::from("# Benchmarks\n\nGenerated by `scripts/bench` (benches/operator.rs); do not edit by hand.\n\n");
+    let _ = writeln!(md, "- Machine: {}", machine());
+    let _ = writeln!(
+        md,
+        "- Control plane: kube-apiserver v1.37.2 and etcd v3.7.3 as local processes (`scripts/control-plane-bins`); Connect: the project's simulator, in the benchmark process."
+    );
+    let _ = writeln!(
+        md,
+        "- Operator: release build, its own process, `OP_CONCURRENCY={CONCURRENCY}`, `POLLING_INTERVAL={}`; resources spread over {VAULTS} vaults, one item each.",
+        POLLING_INTERVAL.as_secs()
+    );
+    let _ = writeln!(
+        md,
+        "- Physical limit: a plain kube client server-side-applying N Secrets with the same concurrency, in the same run."
+    );
+    md.push_str("\n| N | limit: apply N Secrets (s) | operator: N resources Ready (s) | ratio to limit | idle Connect calls / poll | idle CPU / poll (ms) | propagation p50 / p95 (ms) | drift repair p50 / p95 (ms) | peak RSS (MiB) |\n|---|---|---|---|---|---|---|---|---|\n");
+    for s in samples {
+        let _ = writeln!(
+            md,
+            "| {} | {:.2} | {:.2} | {:.2} | {:.1} | {:.1} | {:.0} / {:.0} | {:.0} / {:.0} | {:.1} |",
+            s.resources,
+            s.limit_seconds,
+            s.sync_seconds,
+            s.ratio_to_limit,
+            s.idle_calls_per_poll,
+            s.idle_cpu_ms_per_poll,
+            s.propagation_p50_ms,
+            s.propagation_p95_ms,
+            s.drift_p50_ms,
+            s.drift_p95_ms,
+            s.peak_rss_mib
+        );
+    }
+    md.push_str("\n![initial sync time and peak memory against N](benchmarks.png)\n");
+    if let Some(largest) = samples.last() {
+        let _ = writeln!(
+            md,
+            "\n## Profile: apiserver requests per resource during the initial sync (N = {})\n",
+            largest.resources
+        );
+        md.push_str("Counted by the apiserver itself (`apiserver_request_total`), between the start and the end of each phase. The operator's column includes the benchmark creating the OnePasswordItems and watching them.\n\n| request | operator run | limit run |\n|---|---|---|\n");
+        let keys: std::collections::BTreeSet<&String> = largest
+            .sync_requests_per_resource
+            .keys()
+            .chain(largest.limit_requests_per_resource.keys())
+            .collect();
+        for key in keys {
+            let _ = writeln!(
+                md,
+                "| {key} | {:.2} | {:.2} |",
+                largest.sync_requests_per_resource.get(key).copied().unwrap_or(0.0),
+                largest.limit_requests_per_resource.get(key).copied().unwrap_or(0.0)
+            );
+        }
+        let total = |m: &BTreeMap<String, f64>| m.values().sum::<f64>();
+        let (ours, limit) = (
+            total(&largest.sync_requests_per_resource),
+            total(&largest.limit_requests_per_resource),
+        );
+        let _ = writeln!(md, "| **total** | **{ours:.2}** | **{limit:.2}** |");
+        let _ = writeln!(
+            md,
+            "\nThe apiserver (with etcd, on the same 2 cores) is the bottleneck of both runs, so a run that needs {ours:.1} requests per resource where the limit needs {limit:.1} can reach about {:.2} of its rate; measured: {:.2}. The requests beyond the apply are the Secret read before it, the reconciles that the operator's own writes trigger (each reads the Secret again), the status write and the `Created` Event.",
+            limit / ours,
+            largest.ratio_to_limit
+        );
+    }
+    let _ = writeln!(
+        md,
+        "\nGoals: initial sync at ≥ 0.5× the raw apiserver rate; idle poll = {VAULTS} calls whatever N; propagation p95 ≤ interval + 2 s = {} ms; drift repair p95 ≤ 1000 ms; peak RSS ≤ 64 MiB at 10,000 resources.",
+        (POLLING_INTERVAL.as_secs() + 2) * 1000
+    );
+    md
+}
+
+#[tokio::main]
+async fn main() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let docs = root.join("docs");
+    if std::env::var("OPO_BENCH_RENDER_ONLY").is_ok_and(|v| v == "1") {
+        // Rewrite the page from the last figures, without measuring again.
+        let samples: Vec<Sample> =
+            serde_json::from_str(&std::fs::read_to_string(docs.join("benchmarks.json")).unwrap()).unwrap();
+        std::fs::write(docs.join("benchmarks.md"), markdown(&samples)).unwrap();
+        return;
+    }
+    let sizes: Vec<usize> = std::env::var("OPO_BENCH_SIZES")
+        .unwrap_or_else(|_| "100,1000,10000".into())
+        .split(',')
+        .map(|s| {
+            s.trim()
+                .parse()
+                .expect("OPO_BENCH_SIZES is a comma-separated list of numbers")
+        })
+        .collect();
+    let binaries = ControlPlaneBinaries::locate(root).unwrap_or_else(|e| panic!("{e}"));
+    let cluster = LocalCluster::start(&binaries).await.unwrap();
+    let client = cluster.admin_client().unwrap();
+    cluster.apply_crd(&client, &crd::crd()).await.unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let kubeconfig = work.path().join("kubeconfig");
+    cluster.write_kubeconfig(&Identity::Admin, &kubeconfig).unwrap();
+    let mut samples = Vec::new();
+    for n in sizes {
+        eprintln!("benchmarking N={n}");
+        samples.push(run_size(&cluster, &kubeconfig, n).await);
+    }
+    std::fs::create_dir_all(&docs).unwrap();
+    std::fs::write(
+        docs.join("benchmarks.json"),
+        serde_json::to_string_pretty(&samples).unwrap() + "\n",
+    )
+    .unwrap();
+    std::fs::write(docs.join("benchmarks.md"), markdown(&samples)).unwrap();
+    println!("{}", markdown(&samples));
+}
