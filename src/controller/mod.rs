@@ -430,9 +430,23 @@ async fn sync(opi: &OnePasswordItem, namespace: &str, ctx: &Context) -> Result<S
     })
 }
 
-/// Runs the controllers (one watch per namespace, or one for all) and the poller that
-/// triggers them, until a termination signal.
+/// An `Api` over one namespace, or over all of them.
+fn scoped_api<K>(client: &kube::Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    K::DynamicType: Default,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Runs the controllers (one watch per namespace, or one for all), the workload controllers
+/// with `enable_annotations`, and the poller that triggers them, until a termination signal.
 pub async fn run(ctx: Arc<Context>) {
+    use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
+
     let selector = format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}");
     let scopes: Vec<Option<String>> = if ctx.settings.namespaces.is_empty() {
         vec![None]
@@ -441,21 +455,17 @@ pub async fn run(ctx: Arc<Context>) {
     };
     let mut stores = Vec::new();
     let mut senders = std::collections::BTreeMap::new();
-    let mut runs = Vec::new();
+    let mut runs: Vec<futures::future::BoxFuture<'static, ()>> = Vec::new();
     for namespace in scopes {
-        let (items, secrets): (Api<OnePasswordItem>, Api<PartialObjectMeta<Secret>>) = match &namespace {
-            Some(ns) => (
-                Api::namespaced(ctx.client.clone(), ns),
-                Api::namespaced(ctx.client.clone(), ns),
-            ),
-            None => (Api::all(ctx.client.clone()), Api::all(ctx.client.clone())),
-        };
+        let ns = namespace.as_deref();
+        let items: Api<OnePasswordItem> = scoped_api(&ctx.client, ns);
+        let secrets: Api<PartialObjectMeta<Secret>> = scoped_api(&ctx.client, ns);
         let (trigger, triggered) = futures::channel::mpsc::channel(4096);
         senders.insert(namespace.clone(), trigger);
-        let span = tracing::info_span!("controller", namespace = namespace.as_deref().unwrap_or("*"));
+        let span = tracing::info_span!("controller", namespace = ns.unwrap_or("*"));
         // The cache holds every OnePasswordItem: without managedFields, which are large and unused.
         let (store, writer) = kube::runtime::reflector::store();
-        let items_stream = watcher::watcher(items, watcher::Config::default())
+        let items_stream = watcher::watcher(items.clone(), watcher::Config::default())
             .default_backoff()
             .modify(|o: &mut OnePasswordItem| o.managed_fields_mut().clear())
             .reflect(writer)
@@ -479,48 +489,23 @@ pub async fn run(ctx: Arc<Context>) {
                 }
             })
             .instrument(span);
-        runs.push(run);
-    }
-    let mut workload_runs: Vec<futures::future::BoxFuture<'static, ()>> = Vec::new();
-    if ctx.settings.enable_annotations {
-        use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
-        let scopes: Vec<Option<String>> = if ctx.settings.namespaces.is_empty() {
-            vec![None]
-        } else {
-            ctx.settings.namespaces.iter().cloned().map(Some).collect()
-        };
-        for namespace in scopes {
-            let c = ctx.client.clone();
-            let api =
-                |ns: &Option<String>| -> (Api<OnePasswordItem>, Api<Deployment>, Api<StatefulSet>, Api<DaemonSet>) {
-                    match ns {
-                        Some(ns) => (
-                            Api::namespaced(c.clone(), ns),
-                            Api::namespaced(c.clone(), ns),
-                            Api::namespaced(c.clone(), ns),
-                            Api::namespaced(c.clone(), ns),
-                        ),
-                        None => (
-                            Api::all(c.clone()),
-                            Api::all(c.clone()),
-                            Api::all(c.clone()),
-                            Api::all(c.clone()),
-                        ),
-                    }
-                };
-            let (items, deployments, statefulsets, daemonsets) = api(&namespace);
-            workload_runs.push(Box::pin(crate::workloads::run(deployments, items.clone(), ctx.clone())));
-            workload_runs.push(Box::pin(crate::workloads::run(
+        runs.push(Box::pin(run));
+        if ctx.settings.enable_annotations {
+            let deployments: Api<Deployment> = scoped_api(&ctx.client, ns);
+            let statefulsets: Api<StatefulSet> = scoped_api(&ctx.client, ns);
+            let daemonsets: Api<DaemonSet> = scoped_api(&ctx.client, ns);
+            runs.push(Box::pin(crate::workloads::run(deployments, items.clone(), ctx.clone())));
+            runs.push(Box::pin(crate::workloads::run(
                 statefulsets,
                 items.clone(),
                 ctx.clone(),
             )));
-            workload_runs.push(Box::pin(crate::workloads::run(daemonsets, items, ctx.clone())));
+            runs.push(Box::pin(crate::workloads::run(daemonsets, items, ctx.clone())));
         }
     }
     let poller = crate::poller::Poller::new(ctx.clone(), stores, crate::poller::Triggers::new(senders));
     tokio::select! {
-        _ = async { futures::future::join(futures::future::join_all(runs), futures::future::join_all(workload_runs)).await } => {}
+        _ = futures::future::join_all(runs) => {}
         _ = poller.run() => {}
         _ = ctx.restarter.clone().run() => {}
     }
