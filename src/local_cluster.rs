@@ -420,10 +420,6 @@ impl LocalCluster {
         (self.etcd.rss_kib(), self.apiserver.rss_kib())
     }
 
-    pub fn work_dir(&self) -> &Path {
-        self.work.path()
-    }
-
     /// Applies a CRD (server-side) and waits until it is established and served.
     pub async fn apply_crd(&self, client: &kube::Client, crd: &CustomResourceDefinition) -> Result<(), String> {
         let name = crd.metadata.name.clone().ok_or("the CRD has no name")?;

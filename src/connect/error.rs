@@ -102,21 +102,6 @@ impl ConnectError {
         }
     }
 
-    /// The server's own message, when it sent one.
-    pub fn server_message(&self) -> Option<&str> {
-        match self {
-            Self::Unauthorized { message, .. }
-            | Self::Forbidden { message, .. }
-            | Self::NotFound { message, .. }
-            | Self::BadRequest { message, .. }
-            | Self::PayloadTooLarge { message, .. }
-            | Self::RateLimited { message, .. }
-            | Self::Server { message, .. }
-            | Self::UnexpectedStatus { message, .. } => Some(message),
-            _ => None,
-        }
-    }
-
     /// Transient failures worth retrying: transport errors, 5xx and 429. Never other 4xx.
     pub fn is_retryable(&self) -> bool {
         matches!(

@@ -37,10 +37,6 @@ macro_rules! string_enum {
                     other => Self::Unknown(other.to_owned()),
                 }
             }
-
-            pub fn is_known(&self) -> bool {
-                !matches!(self, Self::Unknown(_))
-            }
         }
 
         impl fmt::Display for $name {

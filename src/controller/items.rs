@@ -66,14 +66,6 @@ impl ItemCache {
     pub fn invalidate(&self, key: &ItemKey) {
         self.slots.lock().expect("item cache lock").remove(key);
     }
-
-    pub fn len(&self) -> usize {
-        self.slots.lock().expect("item cache lock").len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 async fn fetch(
