@@ -19,7 +19,7 @@ use kube::{Client, ResourceExt};
 use onepassword_operator::connect::models::PatchOp;
 use onepassword_operator::connect::{ConnectClient, ConnectConfig, Filter, RetryPolicy};
 use onepassword_operator::crd::{self, OnePasswordItem, OnePasswordItemSpec};
-use onepassword_operator::local_cluster::{ControlPlaneBinaries, Identity, LocalCluster};
+use onepassword_operator::local_cluster::{self, ControlPlaneBinaries, Identity, LocalCluster};
 use onepassword_operator::sim::{self, DataFile, SimConfig};
 use secrecy::SecretString;
 use serde::Serialize;
@@ -47,6 +47,15 @@ struct Sample {
     /// operator's run (creating the OnePasswordItems included) and the limit's.
     sync_requests_per_resource: BTreeMap<String, f64>,
     limit_requests_per_resource: BTreeMap<String, f64>,
+    /// How long the benchmark took to create the N OnePasswordItems, within `sync_seconds`.
+    #[serde(default)]
+    create_seconds: f64,
+    /// CPU milliseconds per resource by process (etcd, kube-apiserver, operator) during the
+    /// operator's sync and during the limit.
+    #[serde(default)]
+    sync_cpu_ms_per_resource: BTreeMap<String, f64>,
+    #[serde(default)]
+    limit_cpu_ms_per_resource: BTreeMap<String, f64>,
 }
 
 /// `apiserver_request_total` summed by verb and resource, from the apiserver's /metrics.
@@ -129,6 +138,40 @@ async fn namespace(client: &Client, name: &str) {
         .unwrap();
 }
 
+/// The first write of a custom resource after the API server starts waits about 2 s (seen
+/// with kube-apiserver v1.37); one throwaway OnePasswordItem, before any clock starts, keeps
+/// that one-time cost out of the figures.
+async fn warm_up(client: &Client, ns: &str) {
+    let items: Api<OnePasswordItem> = Api::namespaced(client.clone(), ns);
+    let opi = OnePasswordItem::new(
+        "warm-up",
+        OnePasswordItemSpec {
+            item_path: "vaults/V0/items/item-0".into(),
+        },
+    );
+    items.create(&PostParams::default(), &opi).await.unwrap();
+    items.delete("warm-up", &Default::default()).await.unwrap();
+}
+
+/// CPU seconds so far of etcd, kube-apiserver and the operator.
+fn cpu_by_process(cluster: &LocalCluster, operator: Option<&Operator>) -> [f64; 3] {
+    let (etcd, apiserver) = cluster.cpu_seconds();
+    [
+        etcd.unwrap_or(0.0),
+        apiserver.unwrap_or(0.0),
+        operator.map(|o| o.cpu_seconds()).unwrap_or(0.0),
+    ]
+}
+
+/// CPU milliseconds per resource between two readings, by process.
+fn cpu_ms_per_resource(before: [f64; 3], after: [f64; 3], n: usize) -> BTreeMap<String, f64> {
+    ["etcd", "kube-apiserver", "operator"]
+        .iter()
+        .zip(before.iter().zip(after))
+        .map(|(name, (b, a))| (name.to_string(), (a - b) * 1000.0 / n as f64))
+        .collect()
+}
+
 /// The physical limit: a plain client server-side-applying N Secrets as fast as it can.
 async fn limit(client: &Client, n: usize) -> Duration {
     let ns = format!("limit-{n}");
@@ -189,12 +232,7 @@ impl Operator {
 
     /// User + system CPU seconds so far.
     fn cpu_seconds(&self) -> f64 {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
-        let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or_default();
-        let fields: Vec<&str> = after.split_whitespace().collect();
-        let ticks: f64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
-            + fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
-        ticks / 100.0
+        local_cluster::proc_cpu_seconds(self.child.id()).unwrap_or(0.0)
     }
 
     async fn polls(&self) -> f64 {
@@ -213,6 +251,33 @@ impl Operator {
         while self.polls().await < target {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+}
+
+/// The operator binary, or `$OPO_BENCH_OPERATOR_WRAPPER` (a profiler such as
+/// `heaptrack -o /tmp/operator`) with the binary as its argument. A wrapped run measures the
+/// wrapper's memory and CPU too: for profiles, not for figures.
+fn operator_command() -> Command {
+    let binary = env!("CARGO_BIN_EXE_onepassword-operator");
+    match std::env::var("OPO_BENCH_OPERATOR_WRAPPER") {
+        Ok(wrapper) if !wrapper.trim().is_empty() => {
+            let mut words = wrapper.split_whitespace();
+            let mut command = Command::new(words.next().unwrap());
+            command.args(words).arg(binary);
+            command
+        }
+        _ => Command::new(binary),
+    }
+}
+
+/// The operator's log goes to `$OPO_BENCH_OPERATOR_LOG_DIR/operator-N.log` when that is set
+/// (with `OPO_BENCH_OPERATOR_LOG_LEVEL` for more than warnings), else to the bench's stderr.
+fn operator_log(n: usize) -> Stdio {
+    match std::env::var_os("OPO_BENCH_OPERATOR_LOG_DIR") {
+        Some(dir) => std::fs::File::create(Path::new(&dir).join(format!("operator-{n}.log")))
+            .map(Stdio::from)
+            .unwrap_or_else(|_| Stdio::inherit()),
+        None => Stdio::inherit(),
     }
 }
 
@@ -274,15 +339,18 @@ async fn run_size(cluster: &LocalCluster, kubeconfig: &Path, n: usize) -> Sample
     .await
     .unwrap();
     let before_limit = apiserver_requests(&client).await;
+    let cpu_before_limit = cpu_by_process(cluster, None);
     let limit = limit(&client, n).await;
+    let limit_cpu = cpu_ms_per_resource(cpu_before_limit, cpu_by_process(cluster, None), n);
     let limit_requests = per_resource(&before_limit, &apiserver_requests(&client).await, n);
     eprintln!("  N={n}: raw server-side apply of {n} Secrets took {limit:.1?}");
 
     let ns = format!("bench-{n}");
     namespace(&client, &ns).await;
+    warm_up(&client, &ns).await;
     let (metrics_port, probes_port) = (free_port(), free_port());
     let operator = Operator {
-        child: Command::new(env!("CARGO_BIN_EXE_onepassword-operator"))
+        child: operator_command()
             .arg("run")
             .env("KUBECONFIG", kubeconfig)
             .env("OP_CONNECT_HOST", sim.url().as_str())
@@ -290,10 +358,14 @@ async fn run_size(cluster: &LocalCluster, kubeconfig: &Path, n: usize) -> Sample
             .env("WATCH_NAMESPACE", &ns)
             .env("POLLING_INTERVAL", POLLING_INTERVAL.as_secs().to_string())
             .env("OP_CONCURRENCY", CONCURRENCY.to_string())
-            .env("LOG_LEVEL", "warn")
+            .env(
+                "LOG_LEVEL",
+                std::env::var("OPO_BENCH_OPERATOR_LOG_LEVEL").unwrap_or_else(|_| "warn".into()),
+            )
             .env("METRICS_BIND_ADDRESS", format!("127.0.0.1:{metrics_port}"))
             .env("HEALTH_PROBE_BIND_ADDRESS", format!("127.0.0.1:{probes_port}"))
             .stdout(Stdio::null())
+            .stderr(operator_log(n))
             .spawn()
             .unwrap(),
         metrics: format!("http://127.0.0.1:{metrics_port}/metrics"),
@@ -326,6 +398,7 @@ async fn run_size(cluster: &LocalCluster, kubeconfig: &Path, n: usize) -> Sample
         })
     };
     let before_sync = apiserver_requests(&client).await;
+    let cpu_before_sync = cpu_by_process(cluster, Some(&operator));
     let started = Instant::now();
     futures::stream::iter(0..n)
         .map(|i| {
@@ -333,16 +406,22 @@ async fn run_size(cluster: &LocalCluster, kubeconfig: &Path, n: usize) -> Sample
             async move {
                 let path = format!("vaults/V{}/items/item-{i}", i % VAULTS);
                 let opi = OnePasswordItem::new(&format!("item-{i}"), OnePasswordItemSpec { item_path: path });
+                let t = Instant::now();
                 items.create(&PostParams::default(), &opi).await.unwrap();
+                if i < 3 {
+                    eprintln!("  DEBUG create {i} took {:?}", t.elapsed());
+                }
             }
         })
         .buffer_unordered(CONCURRENCY)
         .collect::<Vec<_>>()
         .await;
+    let created = started.elapsed();
     while ready.lock().unwrap().len() < n {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let sync = started.elapsed();
+    let sync_cpu = cpu_ms_per_resource(cpu_before_sync, cpu_by_process(cluster, Some(&operator)), n);
     let sync_requests = per_resource(&before_sync, &apiserver_requests(&client).await, n);
     watch_ready.abort();
     eprintln!("  N={n}: operator synced {n} resources in {sync:.1?}");
@@ -439,6 +518,9 @@ async fn run_size(cluster: &LocalCluster, kubeconfig: &Path, n: usize) -> Sample
         drift_p50_ms: percentile(&mut drift, 0.5),
         drift_p95_ms: percentile(&mut drift, 0.95),
         peak_rss_mib: operator.proc_status("VmHWM:") / 1024.0,
+        create_seconds: created.as_secs_f64(),
+        sync_cpu_ms_per_resource: sync_cpu,
+        limit_cpu_ms_per_resource: limit_cpu,
         sync_requests_per_resource: sync_requests,
         limit_requests_per_resource: limit_requests,
     };

@@ -173,6 +173,11 @@ impl Supervised {
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
     }
 
+    /// User and system CPU time in seconds, from `/proc`.
+    fn cpu_seconds(&self) -> Option<f64> {
+        proc_cpu_seconds(self.pid()?)
+    }
+
     fn stop(&mut self) {
         drop(self.stdin.take());
         let _ = self.watchdog.wait();
@@ -209,6 +214,17 @@ impl std::fmt::Debug for LocalCluster {
             .field("work", &self.work.path())
             .finish()
     }
+}
+
+/// User and system CPU seconds of a process so far, from `/proc/<pid>/stat` (Linux counts
+/// them in ticks of 1/100 s).
+pub fn proc_cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces and parentheses: fields start after the last ')'.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let user: f64 = fields.get(11)?.parse().ok()?;
+    let system: f64 = fields.get(12)?.parse().ok()?;
+    Some((user + system) / 100.0)
 }
 
 fn free_port() -> Result<u16, String> {
@@ -415,6 +431,11 @@ impl LocalCluster {
         write(path, &yaml)
     }
 
+    /// CPU seconds used so far by (etcd, kube-apiserver).
+    pub fn cpu_seconds(&self) -> (Option<f64>, Option<f64>) {
+        (self.etcd.cpu_seconds(), self.apiserver.cpu_seconds())
+    }
+
     /// Resident memory of (etcd, kube-apiserver) in KiB.
     pub fn rss_kib(&self) -> (Option<u64>, Option<u64>) {
         (self.etcd.rss_kib(), self.apiserver.rss_kib())
@@ -496,5 +517,23 @@ impl LocalCluster {
             count += 1;
         }
         Ok(count)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_seconds_of_a_process_grow_with_its_work() {
+        let before = proc_cpu_seconds(std::process::id()).expect("our own /proc entry");
+        let started = Instant::now();
+        let mut x = 0u64;
+        while started.elapsed() < Duration::from_millis(300) {
+            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+        }
+        let after = proc_cpu_seconds(std::process::id()).unwrap();
+        assert!(after - before >= 0.1, "{before} -> {after}");
+        assert_eq!(proc_cpu_seconds(u32::MAX), None);
     }
 }
