@@ -11,6 +11,7 @@
 //! - [`cli`], [`check`]: shared command-line settings and `connect-check`.
 //! - [`leader`]: leader election through a Lease.
 //! - [`local_cluster`]: etcd + kube-apiserver as local processes (tests, benchmarks, demo).
+//! - [`events`]: Kubernetes Events about the objects the operator manages.
 //! - [`server`]: `/healthz`, `/readyz` and `/metrics`.
 //! - [`workloads`]: Secrets for workloads annotated with `item-path` and `item-name`.
 //! - [`telemetry`]: logging setup shared by every subcommand.
@@ -22,6 +23,7 @@ pub mod connect;
 pub mod controller;
 pub mod crd;
 pub mod demo;
+pub mod events;
 pub mod leader;
 pub mod local_cluster;
 pub mod metrics;

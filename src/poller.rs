@@ -8,7 +8,7 @@
 //! As a safety net against a contentVersion that lags behind its items, every vault is
 //! listed anyway at least every [`SAFETY_LISTING`].
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -168,6 +168,19 @@ impl Poller {
     pub async fn poll_once(&mut self) -> PollReport {
         let objects: Vec<Arc<OnePasswordItem>> = self.stores.iter().flat_map(|s| s.state()).collect();
         self.ctx.metrics.set_resources(&objects);
+        // A Secret goes with its deleted owner: forget what we knew of it.
+        let owners: HashSet<(&str, &str)> = objects
+            .iter()
+            .map(|o| {
+                (
+                    o.metadata.namespace.as_deref().unwrap_or_default(),
+                    o.metadata.name.as_deref().unwrap_or_default(),
+                )
+            })
+            .collect();
+        self.ctx
+            .known
+            .retain(|namespace, name| owners.contains(&(namespace, name)));
         let tracked = tracked(&objects);
         let vaults: BTreeSet<String> = tracked.iter().map(|t| t.key.vault_id.clone()).collect();
         self.seen.retain(|vault, _| vaults.contains(vault));

@@ -12,10 +12,10 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::events::{Event, EventPublisher, EventType};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{Namespace, PodTemplateSpec};
 use kube::api::{Api, ListParams, Patch, PatchParams};
-use kube::runtime::events::{Event, EventType, Recorder};
 use serde_json::json;
 use tracing::{info, warn};
 
@@ -128,17 +128,17 @@ pub struct ChangedSecret {
 /// Collects changed Secrets and restarts their workloads once the burst is over.
 pub struct Restarter {
     client: kube::Client,
-    recorder: Recorder,
+    events: EventPublisher,
     default: bool,
     /// Namespace → Secrets changed and when the burst may end.
     pending: Mutex<BTreeMap<String, (Vec<ChangedSecret>, Instant)>>,
 }
 
 impl Restarter {
-    pub fn new(client: kube::Client, recorder: Recorder, default: bool) -> Arc<Self> {
+    pub fn new(client: kube::Client, events: EventPublisher, default: bool) -> Arc<Self> {
         Arc::new(Self {
             client,
-            recorder,
+            events,
             default,
             pending: Mutex::default(),
         })
@@ -279,7 +279,7 @@ impl Restarter {
                 action: "Restart".into(),
                 secondary: None,
             };
-            if let Err(err) = self.recorder.publish(&event, &reference).await {
+            if let Err(err) = self.events.publish(&event, &reference).await {
                 warn!(error = %err, "cannot publish a restart Event");
             }
         }

@@ -14,13 +14,13 @@ use std::fmt::Debug;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::events::{Event, EventType};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::PodTemplateSpec;
 use k8s_openapi::{NamespaceResourceScope, apimachinery::pkg::apis::meta::v1::OwnerReference};
 use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Event, EventType};
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use serde::Serialize;
@@ -112,7 +112,7 @@ async fn publish<K: Workload>(ctx: &Context, workload: &K, warning: bool, reason
         action: "ManageItem".into(),
         secondary: None,
     };
-    if let Err(err) = ctx.recorder().publish(&event, &workload.object_ref(&())).await {
+    if let Err(err) = ctx.events().publish(&event, &workload.object_ref(&())).await {
         warn!(error = %err, "cannot publish an Event");
     }
 }

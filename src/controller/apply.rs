@@ -106,15 +106,32 @@ pub fn needs_write(existing: &Secret, desired: &Secret) -> bool {
         || owner_missing
 }
 
+/// What an apply did, and the `resourceVersion` the Secret has afterwards.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Applied {
+    pub write: Write,
+    pub resource_version: Option<String>,
+}
+
+impl Applied {
+    fn new(write: Write, secret: &Secret) -> Self {
+        Self {
+            write,
+            resource_version: secret.metadata.resource_version.clone(),
+        }
+    }
+}
+
 /// Brings the Secret to the desired state; `existing` is what the API server has now.
-pub async fn apply_secret(api: &Api<Secret>, existing: Option<&Secret>, desired: &Secret) -> Result<Write, Error> {
+pub async fn apply_secret(api: &Api<Secret>, existing: Option<&Secret>, desired: &Secret) -> Result<Applied, Error> {
     let name = desired.metadata.name.as_deref().expect("desired Secrets have a name");
     let params = PatchParams::apply(FIELD_MANAGER).force();
     let Some(existing) = existing else {
-        api.patch(name, &params, &Patch::Apply(desired))
+        let created = api
+            .patch(name, &params, &Patch::Apply(desired))
             .await
             .map_err(Error::kube("create Secret"))?;
-        return Ok(Write::Created);
+        return Ok(Applied::new(Write::Created, &created));
     };
     if type_of(existing) != type_of(desired) {
         let preconditions = Preconditions {
@@ -128,28 +145,32 @@ pub async fn apply_secret(api: &Api<Secret>, existing: Option<&Secret>, desired:
         api.delete(name, &params_delete)
             .await
             .map_err(Error::kube("delete Secret to change its type"))?;
-        api.patch(name, &params, &Patch::Apply(desired))
+        let created = api
+            .patch(name, &params, &Patch::Apply(desired))
             .await
             .map_err(Error::kube("create Secret with its new type"))?;
-        return Ok(Write::Recreated);
+        return Ok(Applied::new(Write::Recreated, &created));
     }
     if !needs_write(existing, desired) {
-        return Ok(Write::Unchanged);
+        return Ok(Applied::new(Write::Unchanged, existing));
     }
-    api.patch(name, &params, &Patch::Apply(desired))
+    let mut written = api
+        .patch(name, &params, &Patch::Apply(desired))
         .await
         .map_err(Error::kube("update Secret"))?;
     let extra = extra_keys(existing, desired);
     if !extra.is_empty() {
         let removals: Map<String, Value> = extra.into_iter().map(|k| (k, Value::Null)).collect();
         let patch = serde_json::json!({ "data": removals });
-        api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        written = api
+            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
             .map_err(Error::kube("remove extra keys from Secret"))?;
     }
     let same_version = existing.metadata.annotations.as_ref().and_then(|a| a.get(ITEM_VERSION))
         == desired.metadata.annotations.as_ref().and_then(|a| a.get(ITEM_VERSION));
-    Ok(if same_version { Write::Repaired } else { Write::Updated })
+    let write = if same_version { Write::Repaired } else { Write::Updated };
+    Ok(Applied::new(write, &written))
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@
 pub mod apply;
 pub mod error;
 pub mod items;
+pub mod known;
 pub mod status;
 
 use std::collections::HashMap;
@@ -24,7 +25,6 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, PartialObjectMeta, Patch, PatchParams};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
@@ -37,10 +37,12 @@ use crate::annotations::{
 };
 use crate::connect::{ConnectClient, ConnectError, resolve_item, resolve_vault};
 use crate::crd::OnePasswordItem;
+use crate::events::{Event, EventPublisher, EventType};
 use crate::metrics::Metrics;
 use crate::secret::{MappingOptions, SecretTarget, build_secret};
 pub use error::Error;
 use items::{CachedItem, ItemCache, ItemKey};
+use known::{Freshness, KnownSecrets};
 use status::{Synced, Write};
 
 /// How the controller behaves; from the command line.
@@ -80,10 +82,12 @@ pub struct Context {
     pub client: kube::Client,
     pub connect: ConnectClient,
     pub items: ItemCache,
+    /// Which Secrets are untouched since we wrote them: those need no read.
+    pub known: KnownSecrets,
     pub settings: Settings,
     pub metrics: Arc<Metrics>,
     pub restarter: Arc<crate::restart::Restarter>,
-    recorder: Recorder,
+    events: EventPublisher,
     failures: Mutex<HashMap<ObjectRef<OnePasswordItem>, u32>>,
     /// Vaults the poller could not check last time, and why.
     vault_failures: Mutex<HashMap<String, status::ConnectFailure>>,
@@ -93,18 +97,14 @@ pub struct Context {
 
 impl Context {
     pub fn new(client: kube::Client, connect: ConnectClient, settings: Settings, metrics: Arc<Metrics>) -> Self {
-        let instance = std::env::var("POD_NAME").ok();
-        let reporter = Reporter {
-            controller: "onepassword-operator".into(),
-            instance,
-        };
-        let recorder = Recorder::new(client.clone(), reporter);
+        let events = EventPublisher::new(client.clone(), "onepassword-operator", std::env::var("POD_NAME").ok());
         Self {
-            restarter: crate::restart::Restarter::new(client.clone(), recorder.clone(), settings.auto_restart),
-            recorder,
+            restarter: crate::restart::Restarter::new(client.clone(), events.clone(), settings.auto_restart),
+            events,
             client,
             connect,
             items: ItemCache::default(),
+            known: KnownSecrets::default(),
             settings,
             metrics,
             failures: Mutex::default(),
@@ -114,8 +114,8 @@ impl Context {
         }
     }
 
-    pub fn recorder(&self) -> &Recorder {
-        &self.recorder
+    pub fn events(&self) -> &EventPublisher {
+        &self.events
     }
 
     /// A replica waiting for the leader lease runs nothing, so it has no caches to sync.
@@ -188,7 +188,7 @@ impl Context {
             action: "Sync".into(),
             secondary: None,
         };
-        if let Err(err) = self.recorder.publish(&event, &obj.object_ref(&())).await {
+        if let Err(err) = self.events.publish(&event, &obj.object_ref(&())).await {
             warn!(error = %err, "cannot publish an Event");
         }
     }
@@ -376,42 +376,63 @@ async fn sync(opi: &OnePasswordItem, namespace: &str, ctx: &Context) -> Result<S
     )
     .map_err(|source| Error::SecretTooLarge { source })?;
 
-    // Apply, unless the Secret belongs to somebody else or the item is frozen.
+    // Apply, unless the Secret belongs to somebody else or the item is frozen. A Secret the
+    // watch shows untouched since we wrote this very content is neither read nor written.
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
-    let existing = secrets.get_opt(&name).await.map_err(Error::kube("read Secret"))?;
+    let frozen = cached.item.has_tag(IGNORE_SECRET_TAG);
+    let fingerprint = known::fingerprint(&built.secret);
+    let freshness = if frozen {
+        Freshness::Latest
+    } else {
+        ctx.known.freshness(namespace, &name, fingerprint)
+    };
     let mut item_version = cached.item.version;
-    let write = match &existing {
-        Some(secret) if apply::ownership(secret, opi, &name) == apply::Ownership::Foreign => {
-            return Err(Error::SecretConflict { name });
-        }
-        Some(secret) if cached.item.has_tag(IGNORE_SECRET_TAG) => {
-            item_version = secret
-                .annotations()
-                .get(ITEM_VERSION)
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(item_version);
-            Write::Frozen
-        }
-        _ => {
-            let write = apply::apply_secret(&secrets, existing.as_ref(), &built.secret).await?;
-            if write == Write::Updated {
-                // New item data: workloads that use the Secret may need a restart.
-                ctx.restarter.secret_changed(crate::restart::ChangedSecret {
-                    namespace: namespace.to_owned(),
-                    name: name.clone(),
-                    annotations: built.secret.metadata.annotations.clone().unwrap_or_default(),
-                    item_version,
-                });
-            }
-            // A Secret deleted by hand after a sync is put back: a repair, not a creation.
-            let synced_before = opi
-                .status
-                .as_ref()
-                .is_some_and(|s| s.item_version == Some(item_version));
-            if write == Write::Created && synced_before {
-                Write::Repaired
-            } else {
-                write
+    let write = match freshness.get_params() {
+        None => Write::Unchanged,
+        Some(read) => {
+            let existing = match secrets.get_with(&name, &read).await {
+                Ok(secret) => Some(secret),
+                Err(kube::Error::Api(e)) if e.code == 404 => None,
+                Err(e) => return Err(Error::kube("read Secret")(e)),
+            };
+            match &existing {
+                Some(secret) if apply::ownership(secret, opi, &name) == apply::Ownership::Foreign => {
+                    ctx.known.forget(namespace, &name);
+                    return Err(Error::SecretConflict { name });
+                }
+                Some(secret) if frozen => {
+                    item_version = secret
+                        .annotations()
+                        .get(ITEM_VERSION)
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(item_version);
+                    ctx.known.forget(namespace, &name);
+                    Write::Frozen
+                }
+                _ => {
+                    let applied = apply::apply_secret(&secrets, existing.as_ref(), &built.secret).await?;
+                    ctx.known
+                        .record(namespace, &name, applied.resource_version, fingerprint);
+                    if applied.write == Write::Updated {
+                        // New item data: workloads that use the Secret may need a restart.
+                        ctx.restarter.secret_changed(crate::restart::ChangedSecret {
+                            namespace: namespace.to_owned(),
+                            name: name.clone(),
+                            annotations: built.secret.metadata.annotations.clone().unwrap_or_default(),
+                            item_version,
+                        });
+                    }
+                    // A Secret deleted by hand after a sync is put back: a repair, not a creation.
+                    let synced_before = opi
+                        .status
+                        .as_ref()
+                        .is_some_and(|s| s.item_version == Some(item_version));
+                    if applied.write == Write::Created && synced_before {
+                        Write::Repaired
+                    } else {
+                        applied.write
+                    }
+                }
             }
         }
     };
@@ -454,6 +475,7 @@ pub async fn run(ctx: Arc<Context>) {
         ctx.settings.namespaces.iter().cloned().map(Some).collect()
     };
     let mut stores = Vec::new();
+    let mut secret_stores = Vec::new();
     let mut senders = std::collections::BTreeMap::new();
     let mut runs: Vec<futures::future::BoxFuture<'static, ()>> = Vec::new();
     for namespace in scopes {
@@ -470,11 +492,19 @@ pub async fn run(ctx: Arc<Context>) {
             .modify(|o: &mut OnePasswordItem| o.managed_fields_mut().clear())
             .reflect(writer)
             .applied_objects();
-        // Our Secrets only, and only their metadata: enough to map them to their owners, and
-        // no Secret data is decoded or held for the watch.
+        // Our Secrets only, and only their metadata: enough to map them to their owners and
+        // to know their versions; no Secret data is decoded or held for the watch, and the
+        // cache keeps names, versions and owners only.
+        let (secret_store, secret_writer) = kube::runtime::reflector::store();
         let secrets_stream = watcher::watcher(secrets, watcher::Config::default().labels(&selector))
             .default_backoff()
+            .modify(|secret: &mut PartialObjectMeta<Secret>| {
+                let meta = &mut secret.metadata;
+                (meta.managed_fields, meta.annotations, meta.labels) = (None, None, None);
+            })
+            .reflect(secret_writer)
             .touched_objects();
+        secret_stores.push(secret_store);
         let controller = Controller::for_stream(items_stream, store.clone())
             .owns_stream(secrets_stream)
             .reconcile_on(triggered)
@@ -503,11 +533,22 @@ pub async fn run(ctx: Arc<Context>) {
             runs.push(Box::pin(crate::workloads::run(daemonsets, items, ctx.clone())));
         }
     }
+    let secrets_listed = {
+        let ctx = ctx.clone();
+        async move {
+            for store in &secret_stores {
+                let _ = store.wait_until_ready().await;
+            }
+            ctx.known.watch_ready(secret_stores);
+            futures::future::pending::<()>().await
+        }
+    };
     let poller = crate::poller::Poller::new(ctx.clone(), stores, crate::poller::Triggers::new(senders));
     tokio::select! {
         _ = futures::future::join_all(runs) => {}
         _ = poller.run() => {}
         _ = ctx.restarter.clone().run() => {}
+        _ = secrets_listed => {}
     }
 }
 

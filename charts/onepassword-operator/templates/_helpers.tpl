@@ -56,7 +56,7 @@ Exactly what the operator calls, resource by resource (README: "Permissions").
   verbs: [get, list, watch, create, patch, delete]
 - apiGroups: [events.k8s.io]
   resources: [events]
-  verbs: [create, patch]
+  verbs: [create]
 - apiGroups: [apps]
   resources: [deployments, statefulsets, daemonsets]
   # list: find the consumers of a changed Secret; patch: restart them.

@@ -1,0 +1,273 @@
+//! What the controller knows of the Secrets it manages, so that a reconcile reads a Secret
+//! only when it may have changed.
+//!
+//! Two sources meet here. The owned-Secret watch (metadata only) says which of our Secrets
+//! exist and at which `resourceVersion`. Our own writes say which desired Secret (by
+//! fingerprint) a `resourceVersion` holds. When the watch shows a Secret still at the
+//! version we left it and the desired Secret has the same fingerprint, the Secret is
+//! current: no read, no write. Anything else (a hand edit, a deletion, a new item version,
+//! a restart of the operator) falls back to reading the Secret.
+
+use std::collections::HashMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::{Mutex, OnceLock};
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::ResourceExt;
+use kube::api::{GetParams, PartialObjectMeta};
+use kube::runtime::reflector::{ObjectRef, Store};
+
+/// How fresh a read of a Secret needs to be.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Freshness {
+    /// Untouched since we wrote or read it, and it matched this desired Secret then.
+    Current,
+    /// The watch saw our Secret at this version: a read at least that new (served from the
+    /// API server's cache) is enough.
+    NotOlderThan(String),
+    /// The watch has none of our Secrets by that name: any Secret there is somebody else's
+    /// or was just deleted, so the API server's cache is enough.
+    NotOurs,
+    /// The watch has not listed yet: read from etcd.
+    Latest,
+}
+
+impl Freshness {
+    /// The read for this freshness; `None` when no read is needed.
+    pub fn get_params(&self) -> Option<GetParams> {
+        match self {
+            Self::Current => None,
+            Self::NotOlderThan(version) => Some(GetParams::at(version)),
+            Self::NotOurs => Some(GetParams::any()),
+            Self::Latest => Some(GetParams::default()),
+        }
+    }
+}
+
+/// A digest of everything we set on a Secret; only compared within one process.
+pub fn fingerprint(desired: &Secret) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    desired.type_.hash(&mut hasher);
+    for (key, value) in desired.data.iter().flatten() {
+        key.hash(&mut hasher);
+        value.0.hash(&mut hasher);
+    }
+    desired.metadata.labels.hash(&mut hasher);
+    desired.metadata.annotations.hash(&mut hasher);
+    for owner in desired.metadata.owner_references.iter().flatten() {
+        owner.uid.hash(&mut hasher);
+        owner.controller.hash(&mut hasher);
+    }
+    hasher.finish()
+}
+
+type Key = (String, String);
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Written {
+    resource_version: String,
+    fingerprint: u64,
+}
+
+#[derive(Default)]
+pub struct KnownSecrets {
+    /// The owned-Secret watch caches, one per watched scope; set once all have listed.
+    watched: OnceLock<Vec<Store<PartialObjectMeta<Secret>>>>,
+    written: Mutex<HashMap<Key, Written>>,
+}
+
+impl KnownSecrets {
+    /// Hands over the watch caches once every one of them has listed.
+    pub fn watch_ready(&self, stores: Vec<Store<PartialObjectMeta<Secret>>>) {
+        let _ = self.watched.set(stores);
+    }
+
+    fn watched_version(&self, namespace: &str, name: &str) -> Option<Option<String>> {
+        let stores = self.watched.get()?;
+        let key = ObjectRef::new(name).within(namespace);
+        Some(
+            stores
+                .iter()
+                .find_map(|store| store.get(&key))
+                .map(|meta| meta.resource_version().unwrap_or_default()),
+        )
+    }
+
+    /// How fresh a read of the Secret must be before it is compared with `desired`.
+    pub fn freshness(&self, namespace: &str, name: &str, desired: u64) -> Freshness {
+        let Some(watched) = self.watched_version(namespace, name) else {
+            return Freshness::Latest;
+        };
+        let Some(version) = watched else {
+            return Freshness::NotOurs;
+        };
+        let written = self.written.lock().expect("known secrets lock");
+        match written.get(&(namespace.to_owned(), name.to_owned())) {
+            Some(w) if w.resource_version == version && w.fingerprint == desired => Freshness::Current,
+            _ => Freshness::NotOlderThan(version),
+        }
+    }
+
+    /// Records that the Secret at `resource_version` holds the desired Secret `fingerprint`.
+    pub fn record(&self, namespace: &str, name: &str, resource_version: Option<String>, fingerprint: u64) {
+        let key = (namespace.to_owned(), name.to_owned());
+        let mut written = self.written.lock().expect("known secrets lock");
+        match resource_version {
+            Some(resource_version) => {
+                written.insert(
+                    key,
+                    Written {
+                        resource_version,
+                        fingerprint,
+                    },
+                );
+            }
+            None => {
+                written.remove(&key);
+            }
+        }
+    }
+
+    pub fn forget(&self, namespace: &str, name: &str) {
+        self.written
+            .lock()
+            .expect("known secrets lock")
+            .remove(&(namespace.to_owned(), name.to_owned()));
+    }
+
+    /// Drops what is known of Secrets whose owner no longer exists.
+    pub fn retain(&self, exists: impl Fn(&str, &str) -> bool) {
+        self.written
+            .lock()
+            .expect("known secrets lock")
+            .retain(|(namespace, name), _| exists(namespace, name));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::ByteString;
+    use kube::runtime::reflector::store;
+    use kube::runtime::watcher;
+    use std::collections::BTreeMap;
+
+    fn meta(name: &str, version: &str) -> PartialObjectMeta<Secret> {
+        let mut meta = PartialObjectMeta::<Secret>::default();
+        meta.metadata.name = Some(name.into());
+        meta.metadata.namespace = Some("ns".into());
+        meta.metadata.resource_version = Some(version.into());
+        meta
+    }
+
+    fn secret(password: &str) -> Secret {
+        Secret {
+            data: Some(BTreeMap::from([(
+                "password".to_string(),
+                ByteString(password.as_bytes().to_vec()),
+            )])),
+            ..Secret::default()
+        }
+    }
+
+    fn watching(objects: Vec<PartialObjectMeta<Secret>>) -> KnownSecrets {
+        let (reader, mut writer) = store::<PartialObjectMeta<Secret>>();
+        writer.apply_watcher_event(&watcher::Event::Init);
+        for object in objects {
+            writer.apply_watcher_event(&watcher::Event::InitApply(object));
+        }
+        writer.apply_watcher_event(&watcher::Event::InitDone);
+        let known = KnownSecrets::default();
+        known.watch_ready(vec![reader]);
+        known
+    }
+
+    #[test]
+    fn before_the_watch_lists_reads_are_from_etcd() {
+        let known = KnownSecrets::default();
+        known.record("ns", "db", Some("5".into()), 1);
+        assert_eq!(known.freshness("ns", "db", 1), Freshness::Latest);
+        assert_eq!(Freshness::Latest.get_params().unwrap().resource_version, None);
+    }
+
+    #[test]
+    fn a_secret_untouched_since_our_write_needs_no_read() {
+        let known = watching(vec![meta("db", "5")]);
+        let desired = fingerprint(&secret("pw"));
+        known.record("ns", "db", Some("5".into()), desired);
+        assert_eq!(known.freshness("ns", "db", desired), Freshness::Current);
+        assert_eq!(Freshness::Current.get_params(), None);
+    }
+
+    #[test]
+    fn a_hand_edit_or_new_item_data_means_a_read() {
+        let known = watching(vec![meta("db", "6")]);
+        let desired = fingerprint(&secret("pw"));
+        known.record("ns", "db", Some("5".into()), desired);
+        assert_eq!(
+            known.freshness("ns", "db", desired),
+            Freshness::NotOlderThan("6".into()),
+            "somebody wrote version 6"
+        );
+        known.record("ns", "db", Some("6".into()), desired);
+        let changed = fingerprint(&secret("new"));
+        assert_ne!(changed, desired);
+        assert_eq!(
+            known.freshness("ns", "db", changed),
+            Freshness::NotOlderThan("6".into())
+        );
+        assert_eq!(
+            Freshness::NotOlderThan("6".into())
+                .get_params()
+                .unwrap()
+                .resource_version
+                .as_deref(),
+            Some("6")
+        );
+    }
+
+    #[test]
+    fn a_secret_missing_from_the_watch_is_read_from_the_cache() {
+        let known = watching(vec![]);
+        known.record("ns", "db", Some("5".into()), 1);
+        assert_eq!(known.freshness("ns", "db", 1), Freshness::NotOurs, "deleted by hand");
+        assert_eq!(known.freshness("ns", "other", 1), Freshness::NotOurs);
+        assert_eq!(
+            Freshness::NotOurs.get_params().unwrap().resource_version.as_deref(),
+            Some("0")
+        );
+    }
+
+    #[test]
+    fn forgetting_and_pruning() {
+        let known = watching(vec![meta("a", "1"), meta("b", "1")]);
+        known.record("ns", "a", Some("1".into()), 1);
+        known.record("ns", "b", Some("1".into()), 1);
+        known.retain(|_, name| name == "a");
+        assert_eq!(known.freshness("ns", "a", 1), Freshness::Current);
+        assert_eq!(known.freshness("ns", "b", 1), Freshness::NotOlderThan("1".into()));
+        known.forget("ns", "a");
+        assert_eq!(known.freshness("ns", "a", 1), Freshness::NotOlderThan("1".into()));
+        known.record("ns", "a", Some("1".into()), 1);
+        known.record("ns", "a", None, 1);
+        assert_eq!(known.freshness("ns", "a", 1), Freshness::NotOlderThan("1".into()));
+    }
+
+    #[test]
+    fn fingerprints_cover_what_we_set() {
+        let base = secret("pw");
+        let mut typed = base.clone();
+        typed.type_ = Some("kubernetes.io/tls".into());
+        let mut labelled = base.clone();
+        labelled.metadata.labels = Some(BTreeMap::from([("a".to_string(), "b".to_string())]));
+        let mut annotated = base.clone();
+        annotated.metadata.annotations = Some(BTreeMap::from([("a".to_string(), "b".to_string())]));
+        let mut other_status = base.clone();
+        other_status.metadata.resource_version = Some("9".into());
+        let all = [&typed, &labelled, &annotated, &secret("other")].map(fingerprint);
+        for f in all {
+            assert_ne!(f, fingerprint(&base));
+        }
+        assert_eq!(fingerprint(&other_status), fingerprint(&base), "not ours to set");
+    }
+}
