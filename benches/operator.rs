@@ -6,6 +6,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
+use std::os::unix::process::CommandExt as _;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -214,8 +215,19 @@ struct Operator {
 }
 
 impl Drop for Operator {
+    /// SIGTERM to the operator's process group (a profiler wrapper and the operator under it),
+    /// so that both end and a profiler writes its data; SIGKILL after 10 s.
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        let group = format!("-{}", self.child.id());
+        let _ = Command::new("kill").args(["-TERM", "--", &group]).status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
         let _ = self.child.wait();
     }
 }
@@ -351,6 +363,7 @@ async fn run_size(cluster: &LocalCluster, kubeconfig: &Path, n: usize) -> Sample
     let (metrics_port, probes_port) = (free_port(), free_port());
     let operator = Operator {
         child: operator_command()
+            .process_group(0)
             .arg("run")
             .env("KUBECONFIG", kubeconfig)
             .env("OP_CONNECT_HOST", sim.url().as_str())

@@ -17,6 +17,12 @@ use onepassword_operator::server;
 use onepassword_operator::sim::{self, DataFile, SimConfig};
 use onepassword_operator::telemetry::{self, LogFormat};
 
+/// jemalloc returns freed memory to the system in the background; with glibc's allocator the
+/// operator kept about 25 MB more resident at 10,000 resources than its heap needed
+/// (docs/benchmarks.md).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "onepassword-operator",

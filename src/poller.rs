@@ -37,34 +37,42 @@ struct VaultSeen {
     listed_at: Instant,
 }
 
-/// Where a resource stands, as its status says.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Tracked {
-    pub object: ObjectRef<OnePasswordItem>,
-    pub key: ItemKey,
+/// Where a resource stands, as its status says; borrowed from the watch cache, so that a
+/// poll over many resources copies nothing but the few it triggers.
+#[derive(Clone, Copy, Debug)]
+pub struct Tracked<'a> {
+    pub object: &'a OnePasswordItem,
+    pub vault_id: &'a str,
+    pub item_id: &'a str,
     /// The item version its Secret holds.
     pub held_version: Option<u64>,
     pub ready: bool,
 }
 
+impl Tracked<'_> {
+    pub fn key(&self) -> ItemKey {
+        ItemKey {
+            vault_id: self.vault_id.to_owned(),
+            item_id: self.item_id.to_owned(),
+        }
+    }
+}
+
 /// The resources the poller watches over: those whose item has been resolved.
-pub fn tracked(objects: &[Arc<OnePasswordItem>]) -> Vec<Tracked> {
+pub fn tracked(objects: &[Arc<OnePasswordItem>]) -> Vec<Tracked<'_>> {
     objects
         .iter()
         .filter(|o| o.metadata.deletion_timestamp.is_none())
         .filter_map(|o| {
             let status = o.status.as_ref()?;
-            let key = ItemKey {
-                vault_id: status.vault_id.clone()?,
-                item_id: status.item_id.clone()?,
-            };
             let ready = status
                 .conditions
                 .iter()
                 .any(|c| c.type_ == "Ready" && c.status == "True");
             Some(Tracked {
-                object: ObjectRef::from_obj(o.as_ref()),
-                key,
+                object: o.as_ref(),
+                vault_id: status.vault_id.as_deref()?,
+                item_id: status.item_id.as_deref()?,
                 held_version: status.item_version,
                 ready,
             })
@@ -73,16 +81,16 @@ pub fn tracked(objects: &[Arc<OnePasswordItem>]) -> Vec<Tracked> {
 }
 
 /// Resources of `vault_id` whose Secret is behind the listed versions, or whose item is gone.
-pub fn stale(tracked: &[Tracked], vault_id: &str, listed: &HashMap<String, u64>) -> Vec<Tracked> {
+pub fn stale<'a>(tracked: &[Tracked<'a>], vault_id: &str, listed: &HashMap<String, u64>) -> Vec<Tracked<'a>> {
     tracked
         .iter()
-        .filter(|t| t.key.vault_id == vault_id)
-        .filter(|t| match listed.get(&t.key.item_id) {
+        .filter(|t| t.vault_id == vault_id)
+        .filter(|t| match listed.get(t.item_id) {
             Some(version) => t.held_version != Some(*version),
             // Deleted in 1Password: let the controller say so (the Secret is kept).
             None => t.ready,
         })
-        .cloned()
+        .copied()
         .collect()
 }
 
@@ -168,21 +176,24 @@ impl Poller {
     pub async fn poll_once(&mut self) -> PollReport {
         let objects: Vec<Arc<OnePasswordItem>> = self.stores.iter().flat_map(|s| s.state()).collect();
         self.ctx.metrics.set_resources(&objects);
-        // A Secret goes with its deleted owner: forget what we knew of it.
-        let owners: HashSet<(&str, &str)> = objects
-            .iter()
-            .map(|o| {
-                (
-                    o.metadata.namespace.as_deref().unwrap_or_default(),
-                    o.metadata.name.as_deref().unwrap_or_default(),
-                )
-            })
-            .collect();
-        self.ctx
-            .known
-            .retain(|namespace, name| owners.contains(&(namespace, name)));
+        // A Secret goes with its deleted owner: forget what we knew of it. Every entry has an
+        // owner of the same name, so only more entries than owners means some are stale.
+        if self.ctx.known.len() > objects.len() {
+            let owners: HashSet<(&str, &str)> = objects
+                .iter()
+                .map(|o| {
+                    (
+                        o.metadata.namespace.as_deref().unwrap_or_default(),
+                        o.metadata.name.as_deref().unwrap_or_default(),
+                    )
+                })
+                .collect();
+            self.ctx
+                .known
+                .retain(|namespace, name| owners.contains(&(namespace, name)));
+        }
         let tracked = tracked(&objects);
-        let vaults: BTreeSet<String> = tracked.iter().map(|t| t.key.vault_id.clone()).collect();
+        let vaults: BTreeSet<String> = tracked.iter().map(|t| t.vault_id.to_owned()).collect();
         self.seen.retain(|vault, _| vaults.contains(vault));
         let mut report = PollReport {
             vaults: vaults.len(),
@@ -230,11 +241,12 @@ impl Poller {
                     for resource in stale(&tracked, &vault_id, &listed) {
                         // Drop the cached item only if it is not the listed version already
                         // (a frozen item stays behind on purpose).
-                        let cached = self.ctx.items.peek(&resource.key).map(|c| c.item.version);
-                        if cached != listed.get(&resource.key.item_id).copied() {
-                            self.ctx.items.invalidate(&resource.key);
+                        let key = resource.key();
+                        let cached = self.ctx.items.peek(&key).map(|c| c.item.version);
+                        if cached != listed.get(resource.item_id).copied() {
+                            self.ctx.items.invalidate(&key);
                         }
-                        self.triggers.send(resource.object);
+                        self.triggers.send(ObjectRef::from_obj(resource.object));
                         report.triggered += 1;
                     }
                     self.seen.insert(
@@ -261,8 +273,8 @@ impl Poller {
     }
 
     fn trigger_vault(&mut self, tracked: &[Tracked], vault_id: &str, report: &mut PollReport) {
-        for resource in tracked.iter().filter(|t| t.key.vault_id == vault_id) {
-            self.triggers.send(resource.object.clone());
+        for resource in tracked.iter().filter(|t| t.vault_id == vault_id) {
+            self.triggers.send(ObjectRef::from_obj(resource.object));
             report.triggered += 1;
         }
     }
@@ -272,6 +284,7 @@ impl Poller {
 mod tests {
     use super::*;
     use crate::crd::{ItemCondition, OnePasswordItemSpec, OnePasswordItemStatus};
+    use kube::ResourceExt;
 
     fn opi(name: &str, vault: &str, item: &str, version: u64, ready: bool) -> Arc<OnePasswordItem> {
         let mut o = OnePasswordItem::new(
@@ -296,7 +309,7 @@ mod tests {
     }
 
     fn names(list: Vec<Tracked>) -> Vec<String> {
-        list.into_iter().map(|t| t.object.name).collect()
+        list.into_iter().map(|t| t.object.name_any()).collect()
     }
 
     #[test]
@@ -318,13 +331,14 @@ mod tests {
 
     #[test]
     fn only_resources_behind_the_listed_version_are_stale() {
-        let all = tracked(&[
+        let objects = [
             opi("current", "v1", "i1", 3, true),
             opi("behind", "v1", "i2", 1, true),
             opi("other-vault", "v2", "i9", 1, true),
             opi("gone", "v1", "i3", 1, true),
             opi("gone-and-failing", "v1", "i4", 1, false),
-        ]);
+        ];
+        let all = tracked(&objects);
         let listed = HashMap::from([("i1".to_string(), 3), ("i2".to_string(), 2)]);
         assert_eq!(names(stale(&all, "v1", &listed)), ["behind", "gone"]);
     }

@@ -135,6 +135,15 @@ impl KnownSecrets {
             .remove(&(namespace.to_owned(), name.to_owned()));
     }
 
+    /// How many Secrets are known.
+    pub fn len(&self) -> usize {
+        self.written.lock().expect("known secrets lock").len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// Drops what is known of Secrets whose owner no longer exists.
     pub fn retain(&self, exists: impl Fn(&str, &str) -> bool) {
         self.written
@@ -243,7 +252,9 @@ mod tests {
         let known = watching(vec![meta("a", "1"), meta("b", "1")]);
         known.record("ns", "a", Some("1".into()), 1);
         known.record("ns", "b", Some("1".into()), 1);
+        assert_eq!(known.len(), 2);
         known.retain(|_, name| name == "a");
+        assert_eq!(known.len(), 1);
         assert_eq!(known.freshness("ns", "a", 1), Freshness::Current);
         assert_eq!(known.freshness("ns", "b", 1), Freshness::NotOlderThan("1".into()));
         known.forget("ns", "a");

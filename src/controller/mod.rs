@@ -194,6 +194,9 @@ impl Context {
     }
 }
 
+/// Where `kubectl apply` keeps the whole manifest it applied.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
 /// Splits `vaults/<vault>/items/<item>`.
 pub fn parse_item_path(path: &str) -> Result<(&str, &str), Error> {
     let parts: Vec<&str> = path.split('/').collect();
@@ -485,11 +488,15 @@ pub async fn run(ctx: Arc<Context>) {
         let (trigger, triggered) = futures::channel::mpsc::channel(4096);
         senders.insert(namespace.clone(), trigger);
         let span = tracing::info_span!("controller", namespace = ns.unwrap_or("*"));
-        // The cache holds every OnePasswordItem: without managedFields, which are large and unused.
+        // The cache holds every OnePasswordItem: without managedFields and kubectl's copy of
+        // the last applied manifest, which are large and unused.
         let (store, writer) = kube::runtime::reflector::store();
         let items_stream = watcher::watcher(items.clone(), watcher::Config::default())
             .default_backoff()
-            .modify(|o: &mut OnePasswordItem| o.managed_fields_mut().clear())
+            .modify(|o: &mut OnePasswordItem| {
+                o.managed_fields_mut().clear();
+                o.annotations_mut().remove(LAST_APPLIED);
+            })
             .reflect(writer)
             .applied_objects();
         // Our Secrets only, and only their metadata: enough to map them to their owners and
