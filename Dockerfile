@@ -1,7 +1,8 @@
 # A small static image: the operator built for musl, on distroless/static, as non-root.
 # (Not built in this project's CI, which has no container engine.)
 FROM rust:1-alpine AS build
-RUN apk add --no-cache musl-dev
+# make: jemalloc is built from source.
+RUN apk add --no-cache musl-dev make
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src src

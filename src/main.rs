@@ -17,9 +17,9 @@ use onepassword_operator::server;
 use onepassword_operator::sim::{self, DataFile, SimConfig};
 use onepassword_operator::telemetry::{self, LogFormat};
 
-/// jemalloc returns freed memory to the system in the background; with glibc's allocator the
-/// operator kept about 25 MB more resident at 10,000 resources than its heap needed
-/// (docs/benchmarks.md).
+/// jemalloc fragments less than glibc's allocator (and far less than musl's, in the image)
+/// under many small allocations made and freed across threads: at 10,000 resources, peak RSS
+/// 85 -> 75 MiB and operator CPU per resource 1.14 -> 0.84 ms (benches/operator.rs).
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
