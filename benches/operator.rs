@@ -57,6 +57,11 @@ struct Sample {
     sync_cpu_ms_per_resource: BTreeMap<String, f64>,
     #[serde(default)]
     limit_cpu_ms_per_resource: BTreeMap<String, f64>,
+    /// Creating the N OnePasswordItems with no operator running: the floor of any sync.
+    #[serde(default)]
+    create_only_seconds: f64,
+    #[serde(default)]
+    create_only_cpu_ms_per_resource: BTreeMap<String, f64>,
 }
 
 /// `apiserver_request_total` summed by verb and resource, from the apiserver's /metrics.
@@ -171,6 +176,22 @@ fn cpu_ms_per_resource(before: [f64; 3], after: [f64; 3], n: usize) -> BTreeMap<
         .zip(before.iter().zip(after))
         .map(|(name, (b, a))| (name.to_string(), (a - b) * 1000.0 / n as f64))
         .collect()
+}
+
+/// Creates N OnePasswordItems, `CONCURRENCY` at a time, as a user's tooling would.
+async fn create_items(items: &Api<OnePasswordItem>, n: usize) {
+    futures::stream::iter(0..n)
+        .map(|i| {
+            let items = items.clone();
+            async move {
+                let path = format!("vaults/V{}/items/item-{i}", i % VAULTS);
+                let opi = OnePasswordItem::new(&format!("item-{i}"), OnePasswordItemSpec { item_path: path });
+                items.create(&PostParams::default(), &opi).await.unwrap();
+            }
+        })
+        .buffer_unordered(CONCURRENCY)
+        .collect::<Vec<_>>()
+        .await;
 }
 
 /// The physical limit: a plain client server-side-applying N Secrets as fast as it can.
@@ -357,6 +378,17 @@ async fn run_size(cluster: &LocalCluster, kubeconfig: &Path, n: usize) -> Sample
     let limit_requests = per_resource(&before_limit, &apiserver_requests(&client).await, n);
     eprintln!("  N={n}: raw server-side apply of {n} Secrets took {limit:.1?}");
 
+    // The floor of any operator's run: creating the N OnePasswordItems, with nobody watching.
+    let ns_floor = format!("create-only-{n}");
+    namespace(&client, &ns_floor).await;
+    warm_up(&client, &ns_floor).await;
+    let cpu_before_floor = cpu_by_process(cluster, None);
+    let floor_started = Instant::now();
+    create_items(&Api::namespaced(client.clone(), &ns_floor), n).await;
+    let create_only = floor_started.elapsed();
+    let create_only_cpu = cpu_ms_per_resource(cpu_before_floor, cpu_by_process(cluster, None), n);
+    eprintln!("  N={n}: creating {n} OnePasswordItems alone took {create_only:.1?}");
+
     let ns = format!("bench-{n}");
     namespace(&client, &ns).await;
     warm_up(&client, &ns).await;
@@ -413,22 +445,7 @@ async fn run_size(cluster: &LocalCluster, kubeconfig: &Path, n: usize) -> Sample
     let before_sync = apiserver_requests(&client).await;
     let cpu_before_sync = cpu_by_process(cluster, Some(&operator));
     let started = Instant::now();
-    futures::stream::iter(0..n)
-        .map(|i| {
-            let items = items.clone();
-            async move {
-                let path = format!("vaults/V{}/items/item-{i}", i % VAULTS);
-                let opi = OnePasswordItem::new(&format!("item-{i}"), OnePasswordItemSpec { item_path: path });
-                let t = Instant::now();
-                items.create(&PostParams::default(), &opi).await.unwrap();
-                if i < 3 {
-                    eprintln!("  DEBUG create {i} took {:?}", t.elapsed());
-                }
-            }
-        })
-        .buffer_unordered(CONCURRENCY)
-        .collect::<Vec<_>>()
-        .await;
+    create_items(&items, n).await;
     let created = started.elapsed();
     while ready.lock().unwrap().len() < n {
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -532,6 +549,8 @@ async fn run_size(cluster: &LocalCluster, kubeconfig: &Path, n: usize) -> Sample
         drift_p95_ms: percentile(&mut drift, 0.95),
         peak_rss_mib: operator.proc_status("VmHWM:") / 1024.0,
         create_seconds: created.as_secs_f64(),
+        create_only_seconds: create_only.as_secs_f64(),
+        create_only_cpu_ms_per_resource: create_only_cpu,
         sync_cpu_ms_per_resource: sync_cpu,
         limit_cpu_ms_per_resource: limit_cpu,
         sync_requests_per_resource: sync_requests,
@@ -595,37 +614,7 @@ fn markdown(samples: &[Sample]) -> String {
     }
     md.push_str("\n![initial sync time and peak memory against N](benchmarks.png)\n");
     if let Some(largest) = samples.last() {
-        let _ = writeln!(
-            md,
-            "\n## Profile: apiserver requests per resource during the initial sync (N = {})\n",
-            largest.resources
-        );
-        md.push_str("Counted by the apiserver itself (`apiserver_request_total`), between the start and the end of each phase. The operator's column includes the benchmark creating the OnePasswordItems and watching them.\n\n| request | operator run | limit run |\n|---|---|---|\n");
-        let keys: std::collections::BTreeSet<&String> = largest
-            .sync_requests_per_resource
-            .keys()
-            .chain(largest.limit_requests_per_resource.keys())
-            .collect();
-        for key in keys {
-            let _ = writeln!(
-                md,
-                "| {key} | {:.2} | {:.2} |",
-                largest.sync_requests_per_resource.get(key).copied().unwrap_or(0.0),
-                largest.limit_requests_per_resource.get(key).copied().unwrap_or(0.0)
-            );
-        }
-        let total = |m: &BTreeMap<String, f64>| m.values().sum::<f64>();
-        let (ours, limit) = (
-            total(&largest.sync_requests_per_resource),
-            total(&largest.limit_requests_per_resource),
-        );
-        let _ = writeln!(md, "| **total** | **{ours:.2}** | **{limit:.2}** |");
-        let _ = writeln!(
-            md,
-            "\nThe apiserver (with etcd, on the same 2 cores) is the bottleneck of both runs, so a run that needs {ours:.1} requests per resource where the limit needs {limit:.1} can reach about {:.2} of its rate; measured: {:.2}. The requests beyond the apply are the Secret read before it, the reconciles that the operator's own writes trigger (each reads the Secret again), the status write and the `Created` Event.",
-            limit / ours,
-            largest.ratio_to_limit
-        );
+        profile(&mut md, largest);
     }
     let _ = writeln!(
         md,
@@ -633,6 +622,79 @@ fn markdown(samples: &[Sample]) -> String {
         (POLLING_INTERVAL.as_secs() + 2) * 1000
     );
     md
+}
+
+/// The initial sync of the largest N taken apart: time, CPU by process and apiserver
+/// requests, for the limit, for creating the resources alone, and for the operator's run.
+fn profile(md: &mut String, s: &Sample) {
+    let n = s.resources;
+    let _ = writeln!(md, "\n## Profile of the initial sync (N = {n})\n");
+    md.push_str(
+        "Three phases against the same apiserver, one after the other:\n\n\
+         - **limit**: a plain client server-side-applies N Secrets;\n\
+         - **create only**: the benchmark creates the N OnePasswordItems with no operator running: the floor of any operator's run, whose clock starts with the first create;\n\
+         - **operator run**: the benchmark creates the N OnePasswordItems while the operator syncs them.\n\n\
+         | | limit | create only | operator run |\n|---|---|---|---|\n",
+    );
+    let _ = writeln!(
+        md,
+        "| wall time (s) | {:.2} | {:.2} | {:.2} |",
+        s.limit_seconds, s.create_only_seconds, s.sync_seconds
+    );
+    let _ = writeln!(
+        md,
+        "| ratio to the limit | 1.00 | {:.2} | {:.2} |",
+        s.limit_seconds / s.create_only_seconds,
+        s.ratio_to_limit
+    );
+    let get = |m: &BTreeMap<String, f64>, k: &str| m.get(k).copied().unwrap_or(0.0);
+    for process in ["kube-apiserver", "etcd", "operator"] {
+        let _ = writeln!(
+            md,
+            "| {process} CPU per resource (ms) | {:.2} | {:.2} | {:.2} |",
+            get(&s.limit_cpu_ms_per_resource, process),
+            get(&s.create_only_cpu_ms_per_resource, process),
+            get(&s.sync_cpu_ms_per_resource, process)
+        );
+    }
+    md.push_str(
+        "\nApiserver requests per resource, counted by the apiserver itself (`apiserver_request_total`) between the start and the end of each phase; the operator's column includes the benchmark creating the OnePasswordItems.\n\n| request | operator run | limit |\n|---|---|---|\n",
+    );
+    let keys: std::collections::BTreeSet<&String> = s
+        .sync_requests_per_resource
+        .keys()
+        .chain(s.limit_requests_per_resource.keys())
+        .collect();
+    for key in keys {
+        let _ = writeln!(
+            md,
+            "| {key} | {:.2} | {:.2} |",
+            get(&s.sync_requests_per_resource, key),
+            get(&s.limit_requests_per_resource, key)
+        );
+    }
+    let total = |m: &BTreeMap<String, f64>| m.values().sum::<f64>();
+    let (ours, limit) = (
+        total(&s.sync_requests_per_resource),
+        total(&s.limit_requests_per_resource),
+    );
+    let _ = writeln!(md, "| **total** | **{ours:.2}** | **{limit:.2}** |");
+    let apiserver = |m: &BTreeMap<String, f64>| get(m, "kube-apiserver");
+    let _ = writeln!(
+        md,
+        "\nThe apiserver's CPU is the bottleneck (it shares the 2 cores with etcd, the operator and the benchmark). \
+         Creating a OnePasswordItem costs it {:.2} ms of CPU, about what applying a Secret costs ({:.2} ms). \
+         Under this definition every operator needs at least three writes per resource: the benchmark's create, the Secret, and the status write that says Ready. \
+         So none can pass about a third of the limit's rate here, and the 0.5 goal cannot be met as defined wherever those writes cost alike. \
+         This operator adds two requests to those three: the `Created` Event, and the read of the Secret before the first apply \
+         (from the apiserver's watch cache; it keeps a Secret somebody else owns from being overwritten). \
+         The reconciles that its own writes trigger read nothing. \
+         The whole run costs the apiserver {:.1}× the limit's CPU per resource, and reaches {:.2} of the limit's rate.",
+        apiserver(&s.create_only_cpu_ms_per_resource),
+        apiserver(&s.limit_cpu_ms_per_resource),
+        apiserver(&s.sync_cpu_ms_per_resource) / apiserver(&s.limit_cpu_ms_per_resource),
+        s.ratio_to_limit
+    );
 }
 
 #[tokio::main]

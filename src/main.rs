@@ -20,6 +20,7 @@ use onepassword_operator::telemetry::{self, LogFormat};
 /// jemalloc fragments less than glibc's allocator (and far less than musl's, in the image)
 /// under many small allocations made and freed across threads: at 10,000 resources, peak RSS
 /// 85 -> 75 MiB and operator CPU per resource 1.14 -> 0.84 ms (benches/operator.rs).
+#[cfg(feature = "jemalloc")]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
