@@ -22,6 +22,91 @@ pub const MAX_SECRET_BYTES: usize = 1024 * 1024;
 /// Longest Secret data key (and object name).
 pub const MAX_KEY_LENGTH: usize = 253;
 
+/// The parts of an item a Secret is built from, and all the controller caches of an item:
+/// about a quarter of a decoded item's memory (320 bytes per field slot in `FullItem`, with
+/// sections, generator recipes, password details and one-time codes that no Secret uses).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ItemData {
+    pub id: String,
+    pub version: u64,
+    pub tags: Vec<String>,
+    pub urls: Vec<UrlData>,
+    pub fields: Vec<FieldData>,
+    pub files: Vec<FileData>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UrlData {
+    pub label: String,
+    pub href: String,
+    pub primary: bool,
+}
+
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct FieldData {
+    pub label: String,
+    pub value: String,
+}
+
+/// Values are secret: `Debug` shows only whether there is one.
+impl std::fmt::Debug for FieldData {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let value = if self.value.is_empty() { "<empty>" } else { "<redacted>" };
+        f.debug_struct("FieldData")
+            .field("label", &self.label)
+            .field("value", &value)
+            .finish()
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FileData {
+    pub id: String,
+    pub name: String,
+}
+
+impl ItemData {
+    pub fn has_tag(&self, tag: &str) -> bool {
+        self.tags.iter().any(|t| t == tag)
+    }
+}
+
+impl From<&FullItem> for ItemData {
+    /// Copies what the mapping reads; every list and string is allocated to its exact size.
+    fn from(item: &FullItem) -> Self {
+        Self {
+            id: item.id.clone(),
+            version: item.version,
+            tags: item.tags.clone(),
+            urls: item
+                .urls
+                .iter()
+                .map(|u| UrlData {
+                    label: u.label.clone(),
+                    href: u.href.clone(),
+                    primary: u.primary,
+                })
+                .collect(),
+            fields: item
+                .fields
+                .iter()
+                .map(|f| FieldData {
+                    label: f.label.clone(),
+                    value: f.value.clone(),
+                })
+                .collect(),
+            files: item
+                .files
+                .iter()
+                .map(|f| FileData {
+                    id: f.id.clone(),
+                    name: f.name.clone(),
+                })
+                .collect(),
+        }
+    }
+}
+
 /// Where a key's value came from; used to describe collisions without showing values.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Source {
@@ -84,7 +169,7 @@ pub struct MappingOptions {
 }
 
 /// Builds Secret data from an item and the bytes of its files (by file id).
-pub fn build_data(item: &FullItem, files: &BTreeMap<String, Vec<u8>>, options: MappingOptions) -> SecretData {
+pub fn build_data(item: &ItemData, files: &BTreeMap<String, Vec<u8>>, options: MappingOptions) -> SecretData {
     let mut out = SecretData::default();
     // key → every source that wrote it, in order; the last is the winner.
     let mut writers: BTreeMap<String, Vec<Source>> = BTreeMap::new();
@@ -275,7 +360,7 @@ pub fn effective_type(secret_type: Option<&str>) -> &str {
 pub fn build_secret(
     target: &SecretTarget,
     vault_id: &str,
-    item: &FullItem,
+    item: &ItemData,
     files: &BTreeMap<String, Vec<u8>>,
     options: MappingOptions,
 ) -> Result<BuiltSecret, BuildError> {
@@ -364,7 +449,7 @@ mod tests {
     }
 
     fn build(item: &FullItem) -> SecretData {
-        build_data(item, &BTreeMap::new(), MappingOptions::default())
+        build_data(&item.into(), &BTreeMap::new(), MappingOptions::default())
     }
 
     #[test]
@@ -409,7 +494,7 @@ mod tests {
         let it = item(vec![], vec![field("empty", ""), field("full", "x")], vec![]);
         assert_eq!(build(&it).data.keys().collect::<Vec<_>>(), ["full"]);
         let allowed = build_data(
-            &it,
+            &(&it).into(),
             &BTreeMap::new(),
             MappingOptions {
                 allow_empty_values: true,
@@ -480,7 +565,7 @@ mod tests {
             ("f1".to_string(), b"file-1".to_vec()),
             ("f2".to_string(), vec![0, 159, 146, 150]),
         ]);
-        let data = build_data(&it, &files, MappingOptions::default());
+        let data = build_data(&(&it).into(), &files, MappingOptions::default());
         assert_eq!(data.data["cert.pem"], b"from-field");
         assert_eq!(data.data["key.pem"], vec![0, 159, 146, 150], "raw bytes, not text");
         assert_eq!(
@@ -501,7 +586,7 @@ mod tests {
     fn file_names_are_sanitized_and_missing_bytes_are_skipped() {
         let it = item(vec![], vec![], vec![file("f1", "my key.pem"), file("f2", "absent.txt")]);
         let files = BTreeMap::from([("f1".to_string(), b"k".to_vec())]);
-        let data = build_data(&it, &files, MappingOptions::default());
+        let data = build_data(&(&it).into(), &files, MappingOptions::default());
         assert_eq!(data.data.keys().collect::<Vec<_>>(), ["my-key.pem"]);
     }
 
@@ -575,7 +660,14 @@ mod tests {
         let mut it = item(vec![], vec![field("password", "pw")], vec![]);
         it.item.id = "itemid".into();
         it.item.version = 12;
-        let built = build_secret(&target(), "vaultid", &it, &BTreeMap::new(), MappingOptions::default()).unwrap();
+        let built = build_secret(
+            &target(),
+            "vaultid",
+            &(&it).into(),
+            &BTreeMap::new(),
+            MappingOptions::default(),
+        )
+        .unwrap();
         let meta = &built.secret.metadata;
         assert_eq!(
             (meta.name.as_deref(), meta.namespace.as_deref()),
@@ -598,10 +690,10 @@ mod tests {
         let it = item(vec![], vec![field(".dockerconfigjson", "{}")], vec![]);
         let mut custom = target();
         custom.secret_type = Some("kubernetes.io/dockerconfigjson".into());
-        let built = build_secret(&custom, "v", &it, &BTreeMap::new(), MappingOptions::default()).unwrap();
+        let built = build_secret(&custom, "v", &(&it).into(), &BTreeMap::new(), MappingOptions::default()).unwrap();
         assert_eq!(built.secret.type_.as_deref(), Some("kubernetes.io/dockerconfigjson"));
         custom.secret_type = Some(String::new());
-        let built = build_secret(&custom, "v", &it, &BTreeMap::new(), MappingOptions::default()).unwrap();
+        let built = build_secret(&custom, "v", &(&it).into(), &BTreeMap::new(), MappingOptions::default()).unwrap();
         assert_eq!(built.secret.type_.as_deref(), Some("Opaque"));
     }
 
@@ -609,7 +701,7 @@ mod tests {
     fn oversized_secrets_are_refused() {
         let it = item(vec![], vec![], vec![file("f", "big.bin")]);
         let files = BTreeMap::from([("f".to_string(), vec![0u8; MAX_SECRET_BYTES])]);
-        let err = build_secret(&target(), "v", &it, &files, MappingOptions::default()).unwrap_err();
+        let err = build_secret(&target(), "v", &(&it).into(), &files, MappingOptions::default()).unwrap_err();
         assert!(err.to_string().contains("over the 1048576-byte limit"), "{err}");
     }
 
@@ -642,5 +734,63 @@ mod tests {
                 prop_assert!(is_valid_key(key));
             }
         }
+    }
+
+    #[test]
+    fn item_data_keeps_what_the_mapping_reads_at_its_exact_size() {
+        let mut full = item(
+            vec![ItemUrl {
+                label: "website".into(),
+                href: "https://example.com".into(),
+                primary: true,
+            }],
+            vec![field("username", "u"), field("password", "p")],
+            vec![File {
+                id: "f1".into(),
+                name: "cert.pem".into(),
+                size: 3,
+                ..File::default()
+            }],
+        );
+        full.item.tags = vec!["prod".into()];
+        full.fields.reserve(16);
+        let data = ItemData::from(&full);
+        assert_eq!(data.id, full.id);
+        assert_eq!(data.version, full.version);
+        assert!(data.has_tag("prod") && !data.has_tag("dev"));
+        assert_eq!(
+            data.fields,
+            [
+                FieldData {
+                    label: "username".into(),
+                    value: "u".into()
+                },
+                FieldData {
+                    label: "password".into(),
+                    value: "p".into()
+                }
+            ]
+        );
+        assert_eq!(data.fields.capacity(), 2, "no spare slots");
+        assert_eq!(
+            data.urls,
+            [UrlData {
+                label: "website".into(),
+                href: "https://example.com".into(),
+                primary: true
+            }]
+        );
+        assert_eq!(
+            data.files,
+            [FileData {
+                id: "f1".into(),
+                name: "cert.pem".into()
+            }]
+        );
+        let shown = format!("{data:?}");
+        assert!(
+            shown.contains("username") && !shown.contains("\"u\"") && !shown.contains("\"p\""),
+            "{shown}"
+        );
     }
 }

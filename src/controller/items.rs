@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::connect::models::FullItem;
 use crate::connect::{ConnectClient, ConnectError};
+use crate::secret::ItemData;
 
 /// Largest file fetched inline with the file list (Connect's default inline limit).
 const INLINE_LIMIT_BYTES: u64 = 100 * 1024;
@@ -20,10 +21,10 @@ pub struct ItemKey {
     pub item_id: String,
 }
 
-/// An item as fetched, with the bytes of its files by file id.
+/// An item as fetched (what Secrets are built from), with the bytes of its files by file id.
 #[derive(Debug)]
 pub struct CachedItem {
-    pub item: FullItem,
+    pub item: ItemData,
     pub files: BTreeMap<String, Vec<u8>>,
 }
 
@@ -73,33 +74,16 @@ async fn fetch(
     key: &ItemKey,
     previous: Option<&CachedItem>,
 ) -> Result<CachedItem, ConnectError> {
-    let item = compact(client.get_item(&key.vault_id, &key.item_id).await?);
+    let full = client.get_item(&key.vault_id, &key.item_id).await?;
     // Files do not change without a new item version: reuse what we have.
-    let files = match previous.filter(|p| p.item.version == item.version) {
+    let files = match previous.filter(|p| p.item.version == full.version) {
         Some(previous) => previous.files.clone(),
-        None => fetch_files(client, key, &item).await?,
+        None => fetch_files(client, key, &full).await?,
     };
-    Ok(CachedItem { item, files })
-}
-
-/// Keeps what Secrets are built from (labels and values of fields, URLs, files, tags and the
-/// item's own facts) and drops the rest: sections, generator recipes, password details and
-/// one-time codes. Lists lose their spare capacity, which a decoded list keeps and which is
-/// 320 bytes per unused field slot (at 10,000 cached items, 6 MB).
-fn compact(mut item: FullItem) -> FullItem {
-    item.sections = Vec::new();
-    for field in &mut item.fields {
-        field.section = None;
-        field.recipe = None;
-        field.password_details = None;
-        field.totp = None;
-        field.entropy = None;
-    }
-    item.fields.shrink_to_fit();
-    item.files.shrink_to_fit();
-    item.item.urls.shrink_to_fit();
-    item.item.tags.shrink_to_fit();
-    item
+    Ok(CachedItem {
+        item: ItemData::from(&full),
+        files,
+    })
 }
 
 /// One inline listing when every file is small; one content call per file otherwise.
@@ -136,53 +120,4 @@ async fn fetch_files(
         }
     }
     Ok(files)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::connect::models::{Field, GeneratorRecipe, Section};
-
-    #[test]
-    fn the_cache_keeps_what_secrets_are_built_from() {
-        let mut item = FullItem::default();
-        item.item.version = 7;
-        item.item.tags = vec!["prod".into()];
-        item.sections = vec![Section {
-            id: "s".into(),
-            label: "Extra".into(),
-        }];
-        item.fields = Vec::with_capacity(16);
-        for (label, value) in [("username", "u"), ("password", "p")] {
-            item.fields.push(Field {
-                id: label.into(),
-                label: label.into(),
-                value: value.into(),
-                recipe: Some(GeneratorRecipe::default()),
-                totp: Some("123456".into()),
-                entropy: Some(80.0),
-                ..Field::default()
-            });
-        }
-        let compacted = compact(item.clone());
-        assert_eq!(compacted.item.version, 7);
-        assert_eq!(compacted.item.tags, ["prod"]);
-        assert!(compacted.sections.is_empty());
-        assert_eq!(compacted.fields.capacity(), 2, "no spare slots");
-        let kept: Vec<(&str, &str)> = compacted
-            .fields
-            .iter()
-            .map(|f| (f.label.as_str(), f.value.as_str()))
-            .collect();
-        assert_eq!(kept, [("username", "u"), ("password", "p")]);
-        assert!(
-            compacted
-                .fields
-                .iter()
-                .all(|f| f.recipe.is_none() && f.totp.is_none() && f.entropy.is_none())
-        );
-        let options = crate::secret::MappingOptions::default();
-        let target = |item: &FullItem| crate::secret::build_data(item, &BTreeMap::new(), options);
-        assert_eq!(target(&compacted), target(&item), "the same Secret data either way");
-    }
 }
