@@ -689,7 +689,9 @@ fn profile(md: &mut String, s: &Sample) {
          This operator adds two requests to those three: the `Created` Event, and the read of the Secret before the first apply \
          (from the apiserver's watch cache; it keeps a Secret somebody else owns from being overwritten). \
          The reconciles that its own writes trigger read nothing. \
-         The whole run costs the apiserver {:.1}× the limit's CPU per resource, and reaches {:.2} of the limit's rate.",
+         The whole run costs the apiserver {:.1}× the limit's CPU per resource, and reaches {:.2} of the limit's rate. \
+         Beyond the requests, the apiserver also encodes watch events, which the request count leaves out: \
+         each OnePasswordItem changes twice (created, then its status), and each change goes to the operator's watch and to the benchmark's.",
         apiserver(&s.create_only_cpu_ms_per_resource),
         apiserver(&s.limit_cpu_ms_per_resource),
         apiserver(&s.sync_cpu_ms_per_resource) / apiserver(&s.limit_cpu_ms_per_resource),
