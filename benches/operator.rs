@@ -64,37 +64,9 @@ struct Sample {
     create_only_cpu_ms_per_resource: BTreeMap<String, f64>,
 }
 
-/// `apiserver_request_total` summed by verb and resource, from the apiserver's /metrics.
+/// `apiserver_request_total` by verb and resource.
 async fn apiserver_requests(client: &Client) -> BTreeMap<String, f64> {
-    let request = http::Request::get("/metrics").body(Vec::new()).unwrap();
-    let text = client.request_text(request).await.unwrap();
-    let mut out = BTreeMap::new();
-    for line in text.lines() {
-        let Some(rest) = line.strip_prefix("apiserver_request_total{") else {
-            continue;
-        };
-        let Some((labels, value)) = rest.rsplit_once("} ") else {
-            continue;
-        };
-        let label = |name: &str| {
-            labels
-                .split("\",")
-                .find_map(|pair| pair.strip_prefix(&format!("{name}=\"")))
-                .map(|v| v.trim_end_matches('"'))
-                .unwrap_or("")
-        };
-        let (verb, resource, sub) = (label("verb"), label("resource"), label("subresource"));
-        if resource.is_empty() {
-            continue;
-        }
-        let key = if sub.is_empty() {
-            format!("{verb} {resource}")
-        } else {
-            format!("{verb} {resource}/{sub}")
-        };
-        *out.entry(key).or_default() += value.parse::<f64>().unwrap_or(0.0);
-    }
-    out
+    local_cluster::apiserver_request_counts(client).await.unwrap()
 }
 
 /// Requests per resource between two snapshots, leaving out what is under 0.05.

@@ -8,6 +8,7 @@
 //! Every process is started under a watchdog that kills it when this process goes away,
 //! whether by drop, panic or kill, so no process is left orphaned.
 
+use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -214,6 +215,50 @@ impl std::fmt::Debug for LocalCluster {
             .field("work", &self.work.path())
             .finish()
     }
+}
+
+/// `apiserver_request_total` from the apiserver's `/metrics`, summed by verb and resource
+/// (`"GET secrets"`, `"PATCH onepassworditems/status"`, …): what tests and benchmarks use to
+/// count the requests a run cost.
+pub async fn apiserver_request_counts(client: &kube::Client) -> Result<BTreeMap<String, f64>, String> {
+    let request = http::Request::get("/metrics")
+        .body(Vec::new())
+        .map_err(|e| e.to_string())?;
+    let text = client
+        .request_text(request)
+        .await
+        .map_err(|e| format!("cannot read the apiserver's metrics: {e}"))?;
+    Ok(parse_request_counts(&text))
+}
+
+fn parse_request_counts(metrics: &str) -> BTreeMap<String, f64> {
+    let mut out = BTreeMap::new();
+    for line in metrics.lines() {
+        let Some(rest) = line.strip_prefix("apiserver_request_total{") else {
+            continue;
+        };
+        let Some((labels, value)) = rest.rsplit_once("} ") else {
+            continue;
+        };
+        let label = |name: &str| {
+            labels
+                .split("\",")
+                .find_map(|pair| pair.strip_prefix(&format!("{name}=\"")))
+                .map(|v| v.trim_end_matches('"'))
+                .unwrap_or("")
+        };
+        let (verb, resource, sub) = (label("verb"), label("resource"), label("subresource"));
+        if resource.is_empty() {
+            continue;
+        }
+        let key = if sub.is_empty() {
+            format!("{verb} {resource}")
+        } else {
+            format!("{verb} {resource}/{sub}")
+        };
+        *out.entry(key).or_default() += value.parse::<f64>().unwrap_or(0.0);
+    }
+    out
 }
 
 /// User and system CPU seconds of a process so far, from `/proc/<pid>/stat` (Linux counts
@@ -523,6 +568,24 @@ impl LocalCluster {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn request_counts_sum_codes_and_scopes_by_verb_and_resource() {
+        let metrics = r#"# HELP apiserver_request_total [STABLE] Counter of apiserver requests
+apiserver_request_total{code="200",component="apiserver",dry_run="",group="",resource="secrets",scope="resource",subresource="",verb="GET",version="v1"} 3
+apiserver_request_total{code="404",component="apiserver",dry_run="",group="",resource="secrets",scope="resource",subresource="",verb="GET",version="v1"} 2
+apiserver_request_total{code="200",component="apiserver",dry_run="",group="onepassword.com",resource="onepassworditems",scope="resource",subresource="status",verb="PATCH",version="v1"} 4
+apiserver_request_total{code="200",component="apiserver",dry_run="",group="",resource="",scope="",subresource="",verb="GET",version=""} 9
+apiserver_request_duration_seconds_bucket{verb="GET",resource="secrets",le="0.1"} 5
+"#;
+        assert_eq!(
+            parse_request_counts(metrics),
+            BTreeMap::from([
+                ("GET secrets".to_string(), 5.0),
+                ("PATCH onepassworditems/status".to_string(), 4.0)
+            ])
+        );
+    }
 
     #[test]
     fn cpu_seconds_of_a_process_grow_with_its_work() {
