@@ -14,9 +14,7 @@ use support::harness::{Harness, harness, value};
 const RESOURCES: usize = 6;
 
 fn data() -> String {
-    let mut yaml = String::from(
-        "tokens:\n  - { name: operator, token: op-token, vaults: { \"*\": read } }\n  - { name: writer, token: writer-token, vaults: { \"*\": read-write } }\nvaults:\n  - name: Demo\n    items:\n",
-    );
+    let mut yaml = String::from("vaults:\n  - name: Demo\n    items:\n");
     for i in 0..RESOURCES {
         yaml.push_str(&format!(
             "      - {{ title: item-{i}, fields: [{{ label: password, value: pw-{i} }}] }}\n"

@@ -16,9 +16,7 @@ use support::harness::{Harness, ready, value};
 /// `vaults` vaults named V0…, with `items` items spread over them round-robin, plus one
 /// vault that no resource points at.
 fn data(vaults: usize, items: usize) -> String {
-    let mut yaml = String::from(
-        "tokens:\n  - { name: operator, token: op-token, vaults: { \"*\": read } }\n  - { name: writer, token: writer-token, vaults: { \"*\": read-write } }\nvaults:\n",
-    );
+    let mut yaml = String::from("vaults:\n");
     for v in 0..vaults {
         let _ = writeln!(yaml, "  - name: V{v}\n    items:");
         for i in (v..items).step_by(vaults) {

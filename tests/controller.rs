@@ -20,9 +20,6 @@ use serde_json::json;
 use support::harness::{Harness, condition, data, ready, ready_message, value};
 
 const DATA: &str = r#"
-tokens:
-  - { name: operator, token: op-token, vaults: { "*": read } }
-  - { name: writer, token: writer-token, vaults: { "*": read-write } }
 vaults:
   - name: Demo
     items:

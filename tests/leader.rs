@@ -13,14 +13,11 @@ use onepassword_operator::connect::models::PatchOp;
 use onepassword_operator::connect::{ConnectClient, ConnectConfig, Filter, RetryPolicy};
 use onepassword_operator::crd::{OnePasswordItem, OnePasswordItemSpec};
 use onepassword_operator::local_cluster::Identity;
-use onepassword_operator::sim::{self, DataFile, SimConfig};
+use onepassword_operator::sim::{self, SimConfig};
 use secrecy::SecretString;
 use serde_json::json;
 
 const DATA: &str = r#"
-tokens:
-  - { name: operator, token: op-token, vaults: { "*": read } }
-  - { name: writer, token: writer-token, vaults: { "*": read-write } }
 vaults:
   - name: Demo
     items:
@@ -128,7 +125,7 @@ async fn exactly_one_replica_writes_and_the_other_takes_over() {
     let kube = cluster.admin_client().unwrap();
     let ns = support::namespace(&kube, "leader").await;
     let sim = sim::start(
-        SimConfig::new(DataFile::parse(DATA).unwrap()),
+        SimConfig::new(support::harness::sim_data(DATA)),
         "127.0.0.1:0".parse().unwrap(),
     )
     .await

@@ -41,8 +41,19 @@ pub fn connect_client(sim: &RunningSimulator, token: &str, retry: RetryPolicy) -
     ConnectClient::new(config).unwrap()
 }
 
-/// Starts a simulator serving `data` and a controller for a fresh namespace; `None` when
-/// the control plane is unavailable outside CI.
+/// The simulator's tokens in every test: the operator's reads, the test's writes.
+const TOKENS: &str = r#"tokens:
+  - { name: operator, token: op-token, vaults: { "*": read } }
+  - { name: writer, token: writer-token, vaults: { "*": read-write } }
+"#;
+
+/// Simulator data from the YAML of its vaults, with the tokens tests use.
+pub fn sim_data(vaults: &str) -> DataFile {
+    DataFile::parse(&format!("{TOKENS}{vaults}")).unwrap()
+}
+
+/// Starts a simulator serving `data` (the YAML of its vaults) and a controller for a fresh
+/// namespace; `None` when the control plane is unavailable outside CI.
 pub async fn harness(prefix: &str, data: &str, polling_interval: Duration) -> Option<Harness> {
     harness_with(prefix, data, polling_interval, |_| {}).await
 }
@@ -55,8 +66,7 @@ pub async fn harness_with(
     tweak: impl FnOnce(&mut Settings),
 ) -> Option<Harness> {
     let cluster = super::cluster()?;
-    let data = DataFile::parse(data).unwrap();
-    let mut config = SimConfig::new(data);
+    let mut config = SimConfig::new(sim_data(data));
     config.max_inline_file_size_kb = 2048;
     let sim = sim::start(config, "127.0.0.1:0".parse().unwrap()).await.unwrap();
     let kube = cluster.admin_client().unwrap();
