@@ -255,6 +255,19 @@ impl SimState {
         }
     }
 
+    /// [`Self::check_vault`], then a well-formed item id (400 otherwise).
+    fn check_item(
+        &self,
+        store: &Store,
+        caller: &Caller,
+        vault_id: &str,
+        item_id: &str,
+        action: &ApiAction,
+    ) -> Result<(), ApiError> {
+        self.check_vault(store, caller, vault_id, action)?;
+        check_item_id(item_id)
+    }
+
     fn check_admin(&self, headers: &HeaderMap) -> Result<(), ApiError> {
         let expected = format!("Bearer {}", self.admin_token);
         match headers
@@ -336,8 +349,7 @@ async fn get_item(
 ) -> Result<Response, ApiError> {
     let caller = state.caller(&headers)?;
     let store = state.store.read().expect("store lock");
-    state.check_vault(&store, &caller, &vault_id, &ApiAction::Read)?;
-    check_item_id(&item_id)?;
+    state.check_item(&store, &caller, &vault_id, &item_id, &ApiAction::Read)?;
     let stored = store.item(&vault_id, &item_id)?;
     state.record(
         &caller,
@@ -378,8 +390,7 @@ async fn replace_item(
 ) -> Result<Response, ApiError> {
     let caller = state.caller(&headers)?;
     let mut store = state.store.write().expect("store lock");
-    state.check_vault(&store, &caller, &vault_id, &ApiAction::Update)?;
-    check_item_id(&item_id)?;
+    state.check_item(&store, &caller, &vault_id, &item_id, &ApiAction::Update)?;
     store.item(&vault_id, &item_id)?;
     let item: FullItem = parse_body(&body)?;
     let replaced = store.replace_item(&vault_id, &item_id, item, &caller.grant.actor_id)?;
@@ -401,8 +412,7 @@ async fn patch_item(
 ) -> Result<Response, ApiError> {
     let caller = state.caller(&headers)?;
     let mut store = state.store.write().expect("store lock");
-    state.check_vault(&store, &caller, &vault_id, &ApiAction::Update)?;
-    check_item_id(&item_id)?;
+    state.check_item(&store, &caller, &vault_id, &item_id, &ApiAction::Update)?;
     store.item(&vault_id, &item_id)?;
     let ops: Vec<PatchOp> = parse_body(&body)?;
     let patched = store.patch_item(&vault_id, &item_id, &ops, &caller.grant.actor_id)?;
@@ -423,8 +433,7 @@ async fn delete_item(
 ) -> Result<Response, ApiError> {
     let caller = state.caller(&headers)?;
     let mut store = state.store.write().expect("store lock");
-    state.check_vault(&store, &caller, &vault_id, &ApiAction::Delete)?;
-    check_item_id(&item_id)?;
+    state.check_item(&store, &caller, &vault_id, &item_id, &ApiAction::Delete)?;
     let version = store.item(&vault_id, &item_id)?.item.version;
     store.delete_item(&vault_id, &item_id)?;
     state.record(&caller, ApiAction::Delete, true, &vault_id, Some((&item_id, version)));
@@ -471,8 +480,7 @@ async fn list_files(
     let caller = state.caller(&headers)?;
     let query = Query::parse(raw)?;
     let store = state.store.read().expect("store lock");
-    state.check_vault(&store, &caller, &vault_id, &ApiAction::Read)?;
-    check_item_id(&item_id)?;
+    state.check_item(&store, &caller, &vault_id, &item_id, &ApiAction::Read)?;
     let stored = store.item(&vault_id, &item_id)?;
     let files = stored
         .item
@@ -499,8 +507,7 @@ async fn get_file(
     let caller = state.caller(&headers)?;
     let query = Query::parse(raw)?;
     let store = state.store.read().expect("store lock");
-    state.check_vault(&store, &caller, &vault_id, &ApiAction::Read)?;
-    check_item_id(&item_id)?;
+    state.check_item(&store, &caller, &vault_id, &item_id, &ApiAction::Read)?;
     let stored = store.item(&vault_id, &item_id)?;
     let file = file_view(&state, stored, &file_id, query.inline)?;
     state.record(
@@ -520,8 +527,7 @@ async fn get_file_content(
 ) -> Result<Response, ApiError> {
     let caller = state.caller(&headers)?;
     let store = state.store.read().expect("store lock");
-    state.check_vault(&store, &caller, &vault_id, &ApiAction::Read)?;
-    check_item_id(&item_id)?;
+    state.check_item(&store, &caller, &vault_id, &item_id, &ApiAction::Read)?;
     let stored = store.item(&vault_id, &item_id)?;
     let file = stored
         .item
