@@ -3,7 +3,8 @@
 //! - resolve: `itemPath` to vault and item ids, reused from status while the path is the same.
 //! - fetch: the item and its files through the shared [`items::ItemCache`].
 //! - build: [`crate::secret::build_secret`], pure.
-//! - apply: [`apply::apply_secret`], only when something differs.
+//! - apply: [`apply::apply_secret`], only when something differs; the Secret is read only when
+//!   the watch says it may have changed since our last write ([`known`]).
 //! - status: [`status::next_status`], written only when it changed; Events on transitions.
 //!
 //! The controller owns the Secrets it writes, so a hand edit or deletion triggers a reconcile
@@ -39,7 +40,7 @@ use crate::connect::{ConnectClient, ConnectError, resolve_item, resolve_vault};
 use crate::crd::OnePasswordItem;
 use crate::events::{Event, EventPublisher, EventType};
 use crate::metrics::Metrics;
-use crate::secret::{MappingOptions, SecretTarget, build_secret};
+use crate::secret::{BuiltSecret, ItemData, MappingOptions, SecretTarget, build_secret};
 pub use error::Error;
 use items::{CachedItem, ItemCache, ItemKey};
 use known::{Freshness, KnownSecrets};
@@ -379,66 +380,7 @@ async fn sync(opi: &OnePasswordItem, namespace: &str, ctx: &Context) -> Result<S
     )
     .map_err(|source| Error::SecretTooLarge { source })?;
 
-    // Apply, unless the Secret belongs to somebody else or the item is frozen. A Secret the
-    // watch shows untouched since we wrote this very content is neither read nor written.
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
-    let frozen = cached.item.has_tag(IGNORE_SECRET_TAG);
-    let fingerprint = known::fingerprint(&built.secret);
-    let freshness = if frozen {
-        Freshness::Latest
-    } else {
-        ctx.known.freshness(namespace, &name, fingerprint)
-    };
-    let mut item_version = cached.item.version;
-    let write = match freshness.get_params() {
-        None => Write::Unchanged,
-        Some(read) => {
-            let existing = match secrets.get_with(&name, &read).await {
-                Ok(secret) => Some(secret),
-                Err(kube::Error::Api(e)) if e.code == 404 => None,
-                Err(e) => return Err(Error::kube("read Secret")(e)),
-            };
-            match &existing {
-                Some(secret) if apply::ownership(secret, opi, &name) == apply::Ownership::Foreign => {
-                    ctx.known.forget(namespace, &name);
-                    return Err(Error::SecretConflict { name });
-                }
-                Some(secret) if frozen => {
-                    item_version = secret
-                        .annotations()
-                        .get(ITEM_VERSION)
-                        .and_then(|v| v.parse().ok())
-                        .unwrap_or(item_version);
-                    ctx.known.forget(namespace, &name);
-                    Write::Frozen
-                }
-                _ => {
-                    let applied = apply::apply_secret(&secrets, existing.as_ref(), &built.secret).await?;
-                    ctx.known
-                        .record(namespace, &name, applied.resource_version, fingerprint);
-                    if applied.write == Write::Updated {
-                        // New item data: workloads that use the Secret may need a restart.
-                        ctx.restarter.secret_changed(crate::restart::ChangedSecret {
-                            namespace: namespace.to_owned(),
-                            name: name.clone(),
-                            annotations: built.secret.metadata.annotations.clone().unwrap_or_default(),
-                            item_version,
-                        });
-                    }
-                    // A Secret deleted by hand after a sync is put back: a repair, not a creation.
-                    let synced_before = opi
-                        .status
-                        .as_ref()
-                        .is_some_and(|s| s.item_version == Some(item_version));
-                    if applied.write == Write::Created && synced_before {
-                        Write::Repaired
-                    } else {
-                        applied.write
-                    }
-                }
-            }
-        }
-    };
+    let (write, item_version) = apply_step(ctx, opi, namespace, &built, &cached.item).await?;
     // The Secret matches what we last saw, but whether that is still current is unknown.
     let connect_failure = ctx.vault_failure(&key.vault_id);
     Ok(Synced {
@@ -452,6 +394,75 @@ async fn sync(opi: &OnePasswordItem, namespace: &str, ctx: &Context) -> Result<S
         collisions: built.collisions,
         ambiguous_with,
     })
+}
+
+/// The apply step: reads the Secret only when it may have changed, then writes it unless it
+/// belongs to somebody else or the item is frozen. Returns what was done and the item version
+/// the Secret holds.
+async fn apply_step(
+    ctx: &Context,
+    opi: &OnePasswordItem,
+    namespace: &str,
+    built: &BuiltSecret,
+    item: &ItemData,
+) -> Result<(Write, u64), Error> {
+    let name = opi.name_any();
+    let frozen = item.has_tag(IGNORE_SECRET_TAG);
+    let fingerprint = known::fingerprint(&built.secret);
+    // A frozen Secret is judged by what it holds now, so it is always read.
+    let freshness = if frozen {
+        Freshness::Latest
+    } else {
+        ctx.known.freshness(namespace, &name, fingerprint)
+    };
+    let Some(read) = freshness.get_params() else {
+        return Ok((Write::Unchanged, item.version));
+    };
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+    let existing = match secrets.get_with(&name, &read).await {
+        Ok(secret) => Some(secret),
+        Err(kube::Error::Api(e)) if e.code == 404 => None,
+        Err(e) => return Err(Error::kube("read Secret")(e)),
+    };
+    match &existing {
+        Some(secret) if apply::ownership(secret, opi, &name) == apply::Ownership::Foreign => {
+            ctx.known.forget(namespace, &name);
+            return Err(Error::SecretConflict { name });
+        }
+        Some(secret) if frozen => {
+            ctx.known.forget(namespace, &name);
+            let held = secret
+                .annotations()
+                .get(ITEM_VERSION)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(item.version);
+            return Ok((Write::Frozen, held));
+        }
+        _ => {}
+    }
+    let applied = apply::apply_secret(&secrets, existing.as_ref(), &built.secret).await?;
+    ctx.known
+        .record(namespace, &name, applied.resource_version, fingerprint);
+    if applied.write == Write::Updated {
+        // New item data: workloads that use the Secret may need a restart.
+        ctx.restarter.secret_changed(crate::restart::ChangedSecret {
+            namespace: namespace.to_owned(),
+            name: name.clone(),
+            annotations: built.secret.metadata.annotations.clone().unwrap_or_default(),
+            item_version: item.version,
+        });
+    }
+    // A Secret deleted by hand after a sync is put back: a repair, not a creation.
+    let synced_before = opi
+        .status
+        .as_ref()
+        .is_some_and(|s| s.item_version == Some(item.version));
+    let write = if applied.write == Write::Created && synced_before {
+        Write::Repaired
+    } else {
+        applied.write
+    };
+    Ok((write, item.version))
 }
 
 /// An `Api` over one namespace, or over all of them.
