@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::runtime::watcher::{self, Event};
 use kube::{Client, ResourceExt};
@@ -103,17 +103,7 @@ fn percentile(values: &mut [f64], p: f64) -> f64 {
 }
 
 async fn namespace(client: &Client, name: &str) {
-    let ns = Namespace {
-        metadata: ObjectMeta {
-            name: Some(name.into()),
-            ..ObjectMeta::default()
-        },
-        ..Namespace::default()
-    };
-    Api::<Namespace>::all(client.clone())
-        .create(&PostParams::default(), &ns)
-        .await
-        .unwrap();
+    local_cluster::create_namespace(client, name).await.unwrap();
 }
 
 /// The first write of a custom resource after the API server starts waits about 2 s (seen
@@ -226,13 +216,9 @@ impl Drop for Operator {
 }
 
 impl Operator {
-    fn proc_status(&self, field: &str) -> f64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(field))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap_or(0.0)
+    /// Peak resident memory so far, in KiB.
+    fn peak_rss_kib(&self) -> f64 {
+        local_cluster::proc_memory_kib(self.child.id(), "VmHWM").unwrap_or(0) as f64
     }
 
     /// User + system CPU seconds so far.
@@ -284,14 +270,6 @@ fn operator_log(n: usize) -> Stdio {
             .unwrap_or_else(|_| Stdio::inherit()),
         None => Stdio::inherit(),
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Secret name → the password it should get, and since when.
@@ -364,7 +342,7 @@ async fn run_size(cluster: &LocalCluster, kubeconfig: &Path, n: usize) -> Sample
     let ns = format!("bench-{n}");
     namespace(&client, &ns).await;
     warm_up(&client, &ns).await;
-    let (metrics_port, probes_port) = (free_port(), free_port());
+    let (metrics_port, probes_port) = (local_cluster::free_port().unwrap(), local_cluster::free_port().unwrap());
     let operator = Operator {
         child: operator_command()
             .process_group(0)
@@ -519,7 +497,7 @@ async fn run_size(cluster: &LocalCluster, kubeconfig: &Path, n: usize) -> Sample
         propagation_p95_ms: percentile(&mut propagation, 0.95),
         drift_p50_ms: percentile(&mut drift, 0.5),
         drift_p95_ms: percentile(&mut drift, 0.95),
-        peak_rss_mib: operator.proc_status("VmHWM:") / 1024.0,
+        peak_rss_mib: operator.peak_rss_kib() / 1024.0,
         create_seconds: created.as_secs_f64(),
         create_only_seconds: create_only.as_secs_f64(),
         create_only_cpu_ms_per_resource: create_only_cpu,

@@ -9,9 +9,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
-use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use secrecy::SecretString;
 use serde_json::json;
 
@@ -92,17 +92,7 @@ pub async fn run(repo_root: &Path) -> Result<(), String> {
     let cluster = LocalCluster::start(&ControlPlaneBinaries::locate(repo_root)?).await?;
     let client = cluster.admin_client()?;
     cluster.apply_crd(&client, &crd::crd()).await?;
-    let ns = Namespace {
-        metadata: ObjectMeta {
-            name: Some(NAMESPACE.into()),
-            ..ObjectMeta::default()
-        },
-        ..Namespace::default()
-    };
-    Api::<Namespace>::all(client.clone())
-        .create(&PostParams::default(), &ns)
-        .await
-        .map_err(|e| e.to_string())?;
+    crate::local_cluster::create_namespace(&client, NAMESPACE).await?;
     println!(
         "  kube-apiserver at {} (ready in {:.1?}); CRD onepassworditems.onepassword.com installed",
         cluster.server, cluster.startup

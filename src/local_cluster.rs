@@ -167,11 +167,7 @@ impl Supervised {
 
     /// Resident memory in KiB, from `/proc`.
     fn rss_kib(&self) -> Option<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()?)).ok()?;
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        proc_memory_kib(self.pid()?, "VmRSS")
     }
 
     /// User and system CPU time in seconds, from `/proc`.
@@ -261,6 +257,16 @@ fn parse_request_counts(metrics: &str) -> BTreeMap<String, f64> {
     out
 }
 
+/// A memory figure of a process in KiB from `/proc/<pid>/status`: `VmRSS` (resident now),
+/// `VmHWM` (peak resident), …
+pub fn proc_memory_kib(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
 /// User and system CPU seconds of a process so far, from `/proc/<pid>/stat` (Linux counts
 /// them in ticks of 1/100 s).
 pub fn proc_cpu_seconds(pid: u32) -> Option<f64> {
@@ -272,7 +278,24 @@ pub fn proc_cpu_seconds(pid: u32) -> Option<f64> {
     Some((user + system) / 100.0)
 }
 
-fn free_port() -> Result<u16, String> {
+/// Creates a namespace (for the demo, tests and benchmarks).
+pub async fn create_namespace(client: &kube::Client, name: &str) -> Result<(), String> {
+    let namespace = k8s_openapi::api::core::v1::Namespace {
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.to_owned()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    Api::all(client.clone())
+        .create(&kube::api::PostParams::default(), &namespace)
+        .await
+        .map(drop)
+        .map_err(|e| format!("cannot create namespace {name}: {e}"))
+}
+
+/// A loopback port free right now, for a local server to bind.
+pub fn free_port() -> Result<u16, String> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| format!("no free port: {e}"))?;
     Ok(listener.local_addr().map_err(|e| e.to_string())?.port())
 }
@@ -588,7 +611,7 @@ apiserver_request_duration_seconds_bucket{verb="GET",resource="secrets",le="0.1"
     }
 
     #[test]
-    fn cpu_seconds_of_a_process_grow_with_its_work() {
+    fn cpu_and_memory_of_a_process_from_proc() {
         let before = proc_cpu_seconds(std::process::id()).expect("our own /proc entry");
         let started = Instant::now();
         let mut x = 0u64;
@@ -598,5 +621,11 @@ apiserver_request_duration_seconds_bucket{verb="GET",resource="secrets",le="0.1"
         let after = proc_cpu_seconds(std::process::id()).unwrap();
         assert!(after - before >= 0.1, "{before} -> {after}");
         assert_eq!(proc_cpu_seconds(u32::MAX), None);
+        let (rss, peak) = (
+            proc_memory_kib(std::process::id(), "VmRSS").unwrap(),
+            proc_memory_kib(std::process::id(), "VmHWM").unwrap(),
+        );
+        assert!(rss > 0 && peak >= rss, "{rss} {peak}");
+        assert_eq!(proc_memory_kib(std::process::id(), "VmNoSuchField"), None);
     }
 }

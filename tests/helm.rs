@@ -6,14 +6,14 @@ mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::rbac::v1::ClusterRole;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use onepassword_operator::crd::{OnePasswordItem, OnePasswordItemSpec};
-use onepassword_operator::local_cluster::{ControlPlaneBinaries, Identity};
+use onepassword_operator::local_cluster::{self, ControlPlaneBinaries, Identity};
 use onepassword_operator::sim::{self, DataFile, SimConfig};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -326,25 +326,6 @@ impl Drop for Operator {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-async fn wait_for<T>(what: &str, timeout: Duration, mut check: impl AsyncFnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "{what} within {timeout:?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 fn ready(opi: &OnePasswordItem) -> Option<(String, String)> {
     let ready = opi.status.as_ref()?.conditions.iter().find(|c| c.type_ == "Ready")?;
     Some((ready.reason.clone()?, ready.message.clone().unwrap_or_default()))
@@ -455,8 +436,14 @@ async fn install_upgrade_and_run_as_the_charts_service_account() {
             .env("LEADER_ELECTION_LEASE", "op-onepassword-operator")
             .env("POD_NAMESPACE", &release_ns)
             .env("POD_NAME", "op-0")
-            .env("METRICS_BIND_ADDRESS", format!("127.0.0.1:{}", free_port()))
-            .env("HEALTH_PROBE_BIND_ADDRESS", format!("127.0.0.1:{}", free_port()))
+            .env(
+                "METRICS_BIND_ADDRESS",
+                format!("127.0.0.1:{}", local_cluster::free_port().unwrap()),
+            )
+            .env(
+                "HEALTH_PROBE_BIND_ADDRESS",
+                format!("127.0.0.1:{}", local_cluster::free_port().unwrap()),
+            )
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -477,7 +464,7 @@ async fn install_upgrade_and_run_as_the_charts_service_account() {
         .await
         .unwrap();
     let log_path = work.path().join("operator.log");
-    let synced = wait_for(
+    let synced = support::wait_for(
         "a full sync with the chart's RBAC",
         Duration::from_secs(30),
         async || {
@@ -521,7 +508,7 @@ async fn install_upgrade_and_run_as_the_charts_service_account() {
         )
         .await
         .unwrap();
-    let failed = wait_for(
+    let failed = support::wait_for(
         "the missing permission is reported",
         Duration::from_secs(30),
         async || ready(&items.get("api").await.unwrap()).filter(|(reason, _)| reason == "KubernetesError"),

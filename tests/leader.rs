@@ -12,7 +12,7 @@ use kube::api::{Api, PostParams};
 use onepassword_operator::connect::models::PatchOp;
 use onepassword_operator::connect::{ConnectClient, ConnectConfig, Filter, RetryPolicy};
 use onepassword_operator::crd::{OnePasswordItem, OnePasswordItemSpec};
-use onepassword_operator::local_cluster::Identity;
+use onepassword_operator::local_cluster::{self, Identity};
 use onepassword_operator::sim::{self, SimConfig};
 use secrecy::SecretString;
 use serde_json::json;
@@ -39,14 +39,6 @@ impl Drop for Operator {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn operator(
     name: &'static str,
     kubeconfig: &std::path::Path,
@@ -54,7 +46,7 @@ fn operator(
     ns: &str,
     logs: &std::path::Path,
 ) -> Operator {
-    let (metrics, probes) = (free_port(), free_port());
+    let (metrics, probes) = (local_cluster::free_port().unwrap(), local_cluster::free_port().unwrap());
     let log = std::fs::File::create(logs.join(format!("{name}.log"))).unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_onepassword-operator"))
         .arg("run")
@@ -100,17 +92,6 @@ async fn holder(leases: &Api<Lease>) -> Option<String> {
         .holder_identity
 }
 
-async fn wait_for<T>(what: &str, timeout: Duration, mut check: impl AsyncFnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "{what} within {timeout:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 fn password(secret: &Secret) -> Option<String> {
     secret
         .data
@@ -137,7 +118,7 @@ async fn exactly_one_replica_writes_and_the_other_takes_over() {
 
     let a = operator("op-a", &kubeconfig, &connect, &ns, work.path());
     let leases: Api<Lease> = Api::namespaced(kube.clone(), &ns);
-    wait_for("op-a holds the lease", Duration::from_secs(20), async || {
+    support::wait_for("op-a holds the lease", Duration::from_secs(20), async || {
         holder(&leases).await.filter(|h| h == "op-a")
     })
     .await;
@@ -152,11 +133,11 @@ async fn exactly_one_replica_writes_and_the_other_takes_over() {
     );
     items.create(&PostParams::default(), &opi).await.unwrap();
     let secrets: Api<Secret> = Api::namespaced(kube.clone(), &ns);
-    wait_for("the leader syncs the Secret", Duration::from_secs(20), async || {
+    support::wait_for("the leader syncs the Secret", Duration::from_secs(20), async || {
         secrets.get_opt("db").await.unwrap()
     })
     .await;
-    wait_for("op-b serves metrics", Duration::from_secs(10), async || {
+    support::wait_for("op-b serves metrics", Duration::from_secs(10), async || {
         reqwest::get(&b.metrics).await.ok()
     })
     .await;
@@ -167,7 +148,7 @@ async fn exactly_one_replica_writes_and_the_other_takes_over() {
     // The leader dies without releasing the lease.
     let killed_at = Instant::now();
     drop(a);
-    let new_holder = wait_for(
+    let new_holder = support::wait_for(
         "op-b takes the lease",
         Duration::from_secs(LEASE_SECONDS + 10),
         async || holder(&leases).await.filter(|h| h == "op-b"),
@@ -201,7 +182,7 @@ async fn exactly_one_replica_writes_and_the_other_takes_over() {
         )
         .await
         .unwrap();
-    wait_for("the new leader syncs the change", Duration::from_secs(15), async || {
+    support::wait_for("the new leader syncs the change", Duration::from_secs(15), async || {
         secrets
             .get_opt("db")
             .await

@@ -6,9 +6,8 @@ pub mod harness;
 
 use std::path::Path;
 use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::Namespace;
-use kube::api::{Api, ObjectMeta, PostParams};
 use onepassword_operator::local_cluster::{ControlPlaneBinaries, LocalCluster};
 
 /// The control plane of this test binary, with `crds/` installed. `None` (with a message)
@@ -64,16 +63,20 @@ macro_rules! require_cluster {
 /// Creates a namespace of its own for one test.
 pub async fn namespace(client: &kube::Client, prefix: &str) -> String {
     let name = format!("{prefix}-{}", &onepassword_operator::sim::generate::random_id()[..6]);
-    let api: Api<Namespace> = Api::all(client.clone());
-    let ns = Namespace {
-        metadata: ObjectMeta {
-            name: Some(name.clone()),
-            ..ObjectMeta::default()
-        },
-        ..Namespace::default()
-    };
-    api.create(&PostParams::default(), &ns)
+    onepassword_operator::local_cluster::create_namespace(client, &name)
         .await
         .expect("namespace created");
     name
+}
+
+/// Polls `check` every 100 ms until it gives a value; fails the test after `timeout`.
+pub async fn wait_for<T>(what: &str, timeout: Duration, mut check: impl AsyncFnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "{what} within {timeout:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
