@@ -77,15 +77,9 @@ pub fn build_event(
     }
 }
 
+/// The note as the API server accepts it (Events are where notes are cut).
 fn truncate_note(note: &str) -> String {
-    if note.len() <= MAX_NOTE {
-        return note.to_owned();
-    }
-    let mut end = MAX_NOTE - '…'.len_utf8();
-    while !note.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &note[..end])
+    crate::truncate_utf8(note.to_owned(), MAX_NOTE)
 }
 
 #[cfg(test)]

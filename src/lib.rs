@@ -51,3 +51,28 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
     }
     text
 }
+
+/// `text` cut to at most `max_bytes`, on a character boundary, ending in `…` when it was cut.
+pub fn truncate_utf8(mut text: String, max_bytes: usize) -> String {
+    if text.len() <= max_bytes {
+        return text;
+    }
+    let mut end = max_bytes.saturating_sub('…'.len_utf8());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    text.push('…');
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn truncation_keeps_short_text_and_cuts_long_text_within_the_limit() {
+        assert_eq!(super::truncate_utf8("abc".into(), 3), "abc");
+        assert_eq!(super::truncate_utf8("abcdef".into(), 5), "ab…");
+        let cut = super::truncate_utf8("é".repeat(10), 9);
+        assert!(cut.len() <= 9 && cut.ends_with('…'), "{cut}");
+    }
+}

@@ -69,16 +69,8 @@ pub struct Synced {
     pub ambiguous_with: Option<Vec<String>>,
 }
 
-fn truncate(mut message: String) -> String {
-    if message.len() > MAX_MESSAGE {
-        let mut end = MAX_MESSAGE;
-        while !message.is_char_boundary(end) {
-            end -= 1;
-        }
-        message.truncate(end);
-        message.push('…');
-    }
-    message
+fn truncate(message: String) -> String {
+    crate::truncate_utf8(message, MAX_MESSAGE)
 }
 
 /// Sets a condition; `lastTransitionTime` moves only when `status` changes.
@@ -247,7 +239,7 @@ fn normal(reason: &str, note: String) -> EventSpec {
     EventSpec {
         warning: false,
         reason: reason.into(),
-        note: truncate(note),
+        note,
     }
 }
 
@@ -255,7 +247,7 @@ fn warning(reason: &str, note: String) -> EventSpec {
     EventSpec {
         warning: true,
         reason: reason.into(),
-        note: truncate(note),
+        note,
     }
 }
 
