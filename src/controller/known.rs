@@ -110,22 +110,16 @@ impl KnownSecrets {
 
     /// Records that the Secret at `resource_version` holds the desired Secret `fingerprint`.
     pub fn record(&self, namespace: &str, name: &str, resource_version: Option<String>, fingerprint: u64) {
-        let key = (namespace.to_owned(), name.to_owned());
-        let mut written = self.written.lock().expect("known secrets lock");
-        match resource_version {
-            Some(resource_version) => {
-                written.insert(
-                    key,
-                    Written {
-                        resource_version,
-                        fingerprint,
-                    },
-                );
-            }
-            None => {
-                written.remove(&key);
-            }
-        }
+        let Some(resource_version) = resource_version else {
+            return self.forget(namespace, name);
+        };
+        self.written.lock().expect("known secrets lock").insert(
+            (namespace.to_owned(), name.to_owned()),
+            Written {
+                resource_version,
+                fingerprint,
+            },
+        );
     }
 
     pub fn forget(&self, namespace: &str, name: &str) {
