@@ -6,6 +6,9 @@
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 pub const MANAGED_BY_VALUE: &str = "onepassword-operator";
 
+/// The prefix of every annotation of 1Password's Go operator, and of ours.
+pub const OPERATOR_PREFIX: &str = "operator.1password.io";
+
 /// On a Secret: the resolved `vaults/<vaultId>/items/<itemId>`. On a workload: the item to sync.
 pub const ITEM_PATH: &str = "operator.1password.io/item-path";
 /// On a workload: the name of the Secret to create from `item-path`.

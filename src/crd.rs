@@ -44,7 +44,9 @@ pub struct OnePasswordItemSpec {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ItemCondition {
-    /// `Ready`.
+    /// `Ready` (the Secret holds the item's data as last fetched), `Synced` (the last attempt
+    /// to read the item from Connect succeeded), `KeyCollision`, `KeysSkipped` or
+    /// `ItemPathAmbiguous`.
     #[serde(rename = "type")]
     pub type_: String,
     /// `True`, `False` or `Unknown`.
@@ -78,7 +80,9 @@ pub struct OnePasswordItemStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub item_id: Option<String>,
     /// The item `version` the Secret holds.
+    // `int64`: the apiserver knows no `uint64` format and warns on every apply of the CRD.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "int64"))]
     pub item_version: Option<u64>,
     /// When the Secret last matched the item.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -86,6 +90,22 @@ pub struct OnePasswordItemStatus {
     /// The `metadata.generation` last processed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+}
+
+impl OnePasswordItemStatus {
+    pub fn condition(&self, type_: &str) -> Option<&ItemCondition> {
+        self.conditions.iter().find(|c| c.type_ == type_)
+    }
+
+    /// `Ready=True`: the Secret holds the item's data as last fetched.
+    pub fn is_ready(&self) -> bool {
+        self.condition("Ready").is_some_and(|c| c.status == "True")
+    }
+
+    /// Ready, and not known to be behind: the last read from Connect did not fail.
+    pub fn is_in_sync(&self) -> bool {
+        self.is_ready() && self.condition("Synced").is_none_or(|c| c.status != "False")
+    }
 }
 
 /// A `OnePasswordItem` object.
@@ -233,7 +253,13 @@ pub fn crd() -> CustomResourceDefinition {
                         "Ready",
                         r#".status.conditions[?(@.type=="Ready")].status"#,
                         "string",
-                        "Whether the Secret matches the item",
+                        "Whether the Secret holds the item's data as last fetched",
+                    ),
+                    ready_column(
+                        "Synced",
+                        r#".status.conditions[?(@.type=="Synced")].status"#,
+                        "string",
+                        "Whether the last attempt to read the item from Connect succeeded",
                     ),
                     ready_column(
                         "Reason",
@@ -338,13 +364,26 @@ status:
             .iter()
             .map(|c| c["name"].as_str().unwrap())
             .collect();
-        assert_eq!(columns, ["Ready", "Reason", "Version", "Age"]);
+        assert_eq!(columns, ["Ready", "Synced", "Reason", "Version", "Age"]);
         assert_eq!(crd["spec"]["names"]["shortNames"], json!(["opi"]));
         assert_eq!(
             version["subresources"]["status"],
             json!({}),
             "the status subresource is on"
         );
+    }
+
+    #[test]
+    fn crd_uses_only_formats_the_apiserver_knows() {
+        let yaml = crd_yaml();
+        let formats: Vec<&str> = yaml.lines().filter_map(|l| l.trim().strip_prefix("format: ")).collect();
+        assert!(!formats.is_empty());
+        for format in formats {
+            assert!(
+                ["int32", "int64", "date-time", "byte"].contains(&format),
+                "kubectl apply warns: unrecognized format {format:?}"
+            );
+        }
     }
 
     #[test]

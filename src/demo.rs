@@ -129,14 +129,8 @@ pub async fn run(repo_root: &Path) -> Result<(), String> {
         let name = item.name_any();
         let ready = wait(&format!("{name} to sync"), async || {
             let opi = items_api.get(&name).await.ok()?;
-            let ready = opi
-                .status
-                .as_ref()?
-                .conditions
-                .iter()
-                .find(|c| c.type_ == "Ready" && c.status == "True")?
-                .clone();
-            Some(ready)
+            let status = opi.status.as_ref()?;
+            status.is_ready().then(|| status.condition("Ready").cloned())?
         })
         .await?;
         println!(

@@ -398,6 +398,9 @@ impl LocalCluster {
             "--allow-privileged=true".into(),
             // No controller-manager creates default ServiceAccounts, which this plugin requires.
             "--disable-admission-plugins=ServiceAccount".into(),
+            // OpenShift's default: setting blockOwnerDeletion needs `update` on the owner's
+            // finalizers, so tests that run with the chart's RBAC see what OpenShift users see.
+            "--enable-admission-plugins=OwnerReferencesPermissionEnforcement".into(),
             "--enable-priority-and-fairness=false".into(),
         ];
         let mut apiserver = Supervised::spawn(

@@ -79,9 +79,14 @@ struct RunArgs {
     /// Restart workloads whose Secret changed, unless an annotation says otherwise.
     #[arg(long, env = "AUTO_RESTART", action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true", default_value_t = false)]
     auto_restart: bool,
-    /// Also sync Secrets for workloads annotated with operator.1password.io/item-path.
+    /// Copy each OnePasswordItem's annotations onto its Secret (except kubectl.kubernetes.io/*
+    /// and operator.1password.io/*), as 1Password's Go operator does with this flag.
     #[arg(long, env = "ENABLE_ANNOTATIONS", action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true", default_value_t = false)]
     enable_annotations: bool,
+    /// Sync Secrets for Deployments, StatefulSets and DaemonSets annotated with
+    /// operator.1password.io/item-path and item-name (always on in the Go operator).
+    #[arg(long, env = "ANNOTATED_WORKLOADS", action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true", default_value_t = true)]
+    annotated_workloads: bool,
     /// Keep fields whose value is empty (as empty Secret keys).
     #[arg(long, env = "ALLOW_EMPTY_VALUES", action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true", default_value_t = false)]
     allow_empty_values: bool,
@@ -218,11 +223,6 @@ async fn run(args: RunArgs) -> Result<(), String> {
         .map(|n| n.trim().to_owned())
         .filter(|n| !n.is_empty())
         .collect();
-    if args.enable_annotations || args.auto_restart {
-        tracing::warn!(
-            "annotated workloads and automatic restarts are not implemented yet; the flags are accepted and ignored"
-        );
-    }
     let settings = Settings {
         namespaces,
         polling_interval: Duration::from_secs(args.polling_interval),
@@ -231,7 +231,8 @@ async fn run(args: RunArgs) -> Result<(), String> {
         },
         concurrency: args.concurrency,
         auto_restart: args.auto_restart,
-        enable_annotations: args.enable_annotations,
+        annotated_workloads: args.annotated_workloads,
+        copy_annotations: args.enable_annotations,
         ..Settings::default()
     };
     tracing::info!(namespaces = ?settings.namespaces, interval = ?settings.polling_interval, "starting the OnePasswordItem controller");

@@ -25,7 +25,7 @@ pub struct PollLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResourceLabels {
-    /// `in_sync` (Ready=True) or `out_of_sync`.
+    /// `in_sync` (Ready=True and Synced not False) or `out_of_sync`.
     pub state: &'static str,
 }
 
@@ -129,11 +129,7 @@ impl Metrics {
     pub fn set_resources(&self, objects: &[std::sync::Arc<crate::crd::OnePasswordItem>]) {
         let in_sync = objects
             .iter()
-            .filter(|o| {
-                o.status
-                    .as_ref()
-                    .is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-            })
+            .filter(|o| o.status.as_ref().is_some_and(|s| s.is_in_sync()))
             .count();
         self.resources
             .get_or_create(&ResourceLabels { state: "in_sync" })

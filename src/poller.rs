@@ -65,10 +65,7 @@ pub fn tracked(objects: &[Arc<OnePasswordItem>]) -> Vec<Tracked<'_>> {
         .filter(|o| o.metadata.deletion_timestamp.is_none())
         .filter_map(|o| {
             let status = o.status.as_ref()?;
-            let ready = status
-                .conditions
-                .iter()
-                .any(|c| c.type_ == "Ready" && c.status == "True");
+            let ready = status.is_ready();
             Some(Tracked {
                 object: o.as_ref(),
                 vault_id: status.vault_id.as_deref()?,

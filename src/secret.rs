@@ -2,11 +2,15 @@
 //! exactly as 1Password's Go operator does it, with the collisions it hides made visible.
 //!
 //! Order of precedence, as in Go:
-//! 1. URLs, by label (unlabelled ones skipped); within one label the primary URL wins.
+//! 1. URLs, by label (unlabelled ones skipped); within one label a later URL replaces an
+//!    earlier one unless only the earlier one is primary (so with two primaries the last wins).
 //! 2. Fields in API order; a later field overwrites an earlier field or URL with the same
-//!    key. Empty values are skipped unless `allow_empty_values`. Sections are ignored. An OTP
-//!    field gives its `otpauth://` URI (its `value`), not the current code.
+//!    key. Sections are ignored. An OTP field gives its `otpauth://` URI (its `value`), not
+//!    the current code.
 //! 3. Files: only fill a key that is still empty.
+//!
+//! Empty values (a field's value, a URL's `href`, a 0-byte file) are skipped unless
+//! `allow_empty_values`, as Go's `--allow-empty-values` does.
 
 use std::collections::BTreeMap;
 
@@ -14,7 +18,7 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 
-use crate::annotations::{AUTO_RESTART, ITEM_PATH, ITEM_VERSION, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
+use crate::annotations::{ITEM_PATH, ITEM_VERSION, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
 use crate::connect::models::FullItem;
 
 /// Kubernetes' limit on a Secret's data.
@@ -138,7 +142,7 @@ impl std::fmt::Display for Collision {
         let losers: Vec<String> = self.losers.iter().map(ToString::to_string).collect();
         write!(
             f,
-            "key {:?} holds {} (also from {})",
+            "key {:?} holds {} (ignored: {})",
             self.key,
             self.winner,
             losers.join(", ")
@@ -186,10 +190,14 @@ pub fn build_data(item: &ItemData, files: &BTreeMap<String, Vec<u8>>, options: M
             out.skipped.push(source);
             continue;
         };
-        // Within one label the primary URL wins; otherwise the first one stays.
+        if url.href.is_empty() && !options.allow_empty_values {
+            continue;
+        }
+        // Go's rule: a later URL of the same label replaces the kept one, unless only the
+        // kept one is primary.
         let replace = match url_is_primary.get(&key) {
             None => true,
-            Some(existing_primary) => url.primary && !existing_primary,
+            Some(kept_primary) => url.primary || !kept_primary,
         };
         let entry = writers.entry(key.clone()).or_default();
         if replace {
@@ -225,6 +233,9 @@ pub fn build_data(item: &ItemData, files: &BTreeMap<String, Vec<u8>>, options: M
             continue;
         };
         let Some(bytes) = files.get(&file.id) else { continue };
+        if bytes.is_empty() && !options.allow_empty_values {
+            continue;
+        }
         let entry = writers.entry(key.clone()).or_default();
         match out.data.entry(key) {
             // A file only fills a key that is still empty: it loses to what is there.
@@ -330,8 +341,9 @@ pub struct SecretTarget {
     pub owner: OwnerReference,
     /// Labels copied onto the Secret.
     pub labels: BTreeMap<String, String>,
-    /// `operator.1password.io/auto-restart`, copied onto the Secret when set.
-    pub auto_restart: Option<String>,
+    /// Annotations copied onto the Secret (`auto-restart`, `item-name`, and the resource's
+    /// own with `--enable-annotations`); the operator's own annotations override them.
+    pub annotations: BTreeMap<String, String>,
     /// Secret type; `Opaque` when absent or empty.
     pub secret_type: Option<String>,
 }
@@ -371,13 +383,9 @@ pub fn build_secret(
     }
     let mut labels = target.labels.clone();
     labels.insert(MANAGED_BY_LABEL.into(), MANAGED_BY_VALUE.into());
-    let mut annotations = BTreeMap::from([
-        (ITEM_PATH.to_owned(), format!("vaults/{vault_id}/items/{}", item.id)),
-        (ITEM_VERSION.to_owned(), item.version.to_string()),
-    ]);
-    if let Some(auto_restart) = &target.auto_restart {
-        annotations.insert(AUTO_RESTART.into(), auto_restart.clone());
-    }
+    let mut annotations = target.annotations.clone();
+    annotations.insert(ITEM_PATH.to_owned(), format!("vaults/{vault_id}/items/{}", item.id));
+    annotations.insert(ITEM_VERSION.to_owned(), item.version.to_string());
     let secret = Secret {
         metadata: ObjectMeta {
             name: Some(target.name.clone()),
@@ -401,6 +409,7 @@ pub fn build_secret(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::annotations::AUTO_RESTART;
     use crate::connect::models::{Field, FieldPurpose, FieldType, File, Item, ItemUrl, SectionRef};
     use proptest::prelude::*;
 
@@ -528,6 +537,58 @@ mod tests {
     }
 
     #[test]
+    fn within_one_label_the_last_url_wins_unless_only_an_earlier_one_is_primary() {
+        let website = |urls| text(&build(&item(urls, vec![], vec![])))["website"].to_owned();
+        assert_eq!(
+            website(vec![
+                url("website", "https://a", false),
+                url("website", "https://b", false)
+            ]),
+            "https://b",
+            "neither primary: the last"
+        );
+        assert_eq!(
+            website(vec![
+                url("website", "https://a", true),
+                url("website", "https://b", true)
+            ]),
+            "https://b",
+            "both primary: the last, as in Go"
+        );
+        assert_eq!(
+            website(vec![
+                url("website", "https://a", true),
+                url("website", "https://b", false)
+            ]),
+            "https://a",
+            "a primary is not displaced by a later non-primary"
+        );
+    }
+
+    #[test]
+    fn empty_hrefs_and_empty_files_are_skipped_unless_empty_values_are_allowed() {
+        let it = item(
+            vec![url("empty-url", "", true), url("site", "https://s", false)],
+            vec![],
+            vec![file("f1", "empty.txt"), file("f2", "full.txt")],
+        );
+        let files = BTreeMap::from([("f1".to_string(), Vec::new()), ("f2".to_string(), b"x".to_vec())]);
+        let skipped = build_data(&(&it).into(), &files, MappingOptions::default());
+        assert_eq!(skipped.data.keys().collect::<Vec<_>>(), ["full.txt", "site"]);
+        let kept = build_data(
+            &(&it).into(),
+            &files,
+            MappingOptions {
+                allow_empty_values: true,
+            },
+        );
+        assert_eq!(
+            kept.data.keys().collect::<Vec<_>>(),
+            ["empty-url", "empty.txt", "full.txt", "site"]
+        );
+    }
+
+    #[test]
     fn a_later_field_overwrites_an_earlier_field_or_url_and_is_reported() {
         let it = item(
             vec![url("host", "https://url-host", true)],
@@ -650,7 +711,10 @@ mod tests {
                 block_owner_deletion: Some(true),
             },
             labels: BTreeMap::from([("team".to_string(), "payments".to_string())]),
-            auto_restart: Some("true".into()),
+            annotations: BTreeMap::from([
+                (AUTO_RESTART.to_string(), "true".to_string()),
+                (ITEM_VERSION.to_string(), "999".to_string()),
+            ]),
             secret_type: None,
         }
     }
@@ -678,7 +742,10 @@ mod tests {
         assert_eq!(labels[MANAGED_BY_LABEL], MANAGED_BY_VALUE);
         let annotations = meta.annotations.as_ref().unwrap();
         assert_eq!(annotations[ITEM_PATH], "vaults/vaultid/items/itemid");
-        assert_eq!(annotations[ITEM_VERSION], "12");
+        assert_eq!(
+            annotations[ITEM_VERSION], "12",
+            "copied annotations cannot override ours"
+        );
         assert_eq!(annotations[AUTO_RESTART], "true");
         assert_eq!(meta.owner_references.as_ref().unwrap()[0].controller, Some(true));
         assert_eq!(built.secret.type_.as_deref(), Some("Opaque"));

@@ -1,7 +1,11 @@
-//! Annotated workloads (`--enable-annotations`), compatible with 1Password's Go operator:
-//! a Deployment, StatefulSet or DaemonSet with `operator.1password.io/item-path` and
+//! Annotated workloads, on by default as in 1Password's Go operator (which has no switch for
+//! them): a Deployment, StatefulSet or DaemonSet with `operator.1password.io/item-path` and
 //! `operator.1password.io/item-name` (on its metadata or its pod template) gets a Secret of
-//! that name with the item's data.
+//! that name with the item's data. Like Go, the Secret carries the workload's `item-name`
+//! (and `auto-restart`) annotations.
+//!
+//! Every workload also loses the finalizer that the Go operator put on annotated ones,
+//! which nothing else would remove after a migration (the workload could not be deleted).
 //!
 //! The workload controller does it by managing a OnePasswordItem of the same name, owned by
 //! the workload; the OnePasswordItem controller does the rest (status, change detection,
@@ -19,16 +23,17 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::PodTemplateSpec;
 use k8s_openapi::{NamespaceResourceScope, apimachinery::pkg::apis::meta::v1::OwnerReference};
-use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tracing::{debug, info, warn};
 
-use crate::annotations::{FIELD_MANAGER, ITEM_NAME, ITEM_PATH, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
-use crate::controller::{Context, Error};
+use crate::annotations::{AUTO_RESTART, FIELD_MANAGER, ITEM_NAME, ITEM_PATH, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
+use crate::controller::{Context, Error, remove_legacy_finalizer};
 use crate::crd::{OnePasswordItem, OnePasswordItemSpec};
 use crate::secret::sanitize_secret_name;
 
@@ -70,12 +75,13 @@ pub enum Wanted {
     /// No `item-path`: manage nothing.
     Nothing,
     /// `item-path` without `item-name` (or with one that sanitizes to nothing).
-    MissingName {
-        item_path: String,
-    },
+    MissingName { item_path: String },
     Secret {
         item_path: String,
         secret_name: String,
+        /// Annotations the Secret carries, as Go copies them: `item-name` as written, and
+        /// `auto-restart` when set.
+        annotations: BTreeMap<String, String>,
     },
 }
 
@@ -91,12 +97,21 @@ pub fn wanted(metadata: Option<&BTreeMap<String, String>>, template: Option<&BTr
         return Wanted::Nothing;
     };
     let item_path = item_path.trim().to_owned();
-    match get(ITEM_NAME)
-        .map(|n| sanitize_secret_name(n.trim()))
-        .filter(|n| !n.is_empty())
-    {
-        Some(secret_name) => Wanted::Secret { item_path, secret_name },
-        None => Wanted::MissingName { item_path },
+    let Some(item_name) = get(ITEM_NAME).map(|n| n.trim().to_owned()) else {
+        return Wanted::MissingName { item_path };
+    };
+    let secret_name = sanitize_secret_name(&item_name);
+    if secret_name.is_empty() {
+        return Wanted::MissingName { item_path };
+    }
+    let mut annotations = BTreeMap::from([(ITEM_NAME.to_owned(), item_name)]);
+    if let Some(auto_restart) = get(AUTO_RESTART) {
+        annotations.insert(AUTO_RESTART.to_owned(), auto_restart.clone());
+    }
+    Wanted::Secret {
+        item_path,
+        secret_name,
+        annotations,
     }
 }
 
@@ -117,10 +132,22 @@ async fn publish<K: Workload>(ctx: &Context, workload: &K, warning: bool, reason
     }
 }
 
+/// What a workload reconcile needs: the operator's context and the watch cache of
+/// OnePasswordItems, so that finding a workload's managed items costs no request.
+pub struct WorkloadContext {
+    pub ctx: Arc<Context>,
+    pub items: Store<OnePasswordItem>,
+}
+
 /// Brings the managed OnePasswordItems of one workload in line with its annotations.
-pub async fn reconcile<K: Workload>(workload: Arc<K>, ctx: Arc<Context>) -> Result<Action, Error> {
+pub async fn reconcile<K: Workload>(workload: Arc<K>, wctx: Arc<WorkloadContext>) -> Result<Action, Error> {
+    let ctx = &wctx.ctx;
     let namespace = workload.namespace().unwrap_or_default();
     let uid = workload.uid().unwrap_or_default();
+    let workloads: Api<K> = Api::namespaced(ctx.client.clone(), &namespace);
+    remove_legacy_finalizer(&workloads, &*workload)
+        .await
+        .map_err(Error::kube("remove the Go operator's finalizer"))?;
     let items: Api<OnePasswordItem> = Api::namespaced(ctx.client.clone(), &namespace);
     let template_annotations = workload
         .template()
@@ -137,30 +164,26 @@ pub async fn reconcile<K: Workload>(workload: Arc<K>, ctx: Arc<Context>) -> Resu
     };
 
     // Delete what this workload no longer asks for (annotations removed or renamed).
-    let selector = format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}");
-    let managed = items
-        .list(&ListParams::default().labels(&selector))
-        .await
-        .map_err(Error::kube("list managed OnePasswordItems"))?;
-    for stale in managed
+    let stale: Vec<String> = wctx
         .items
+        .state()
         .iter()
-        .filter(|o| owned_by(o, &uid) && Some(o.name_any().as_str()) != keep)
-    {
+        .filter(|o| o.namespace().as_deref() == Some(namespace.as_str()) && owned_by(o, &uid))
+        .map(|o| o.name_any())
+        .filter(|name| Some(name.as_str()) != keep)
+        .collect();
+    for stale in stale {
         items
-            .delete(&stale.name_any(), &DeleteParams::default())
+            .delete(&stale, &DeleteParams::default())
             .await
             .map_err(Error::kube("delete a managed OnePasswordItem"))?;
-        info!(%namespace, workload = %workload.name_any(), item = %stale.name_any(), "stopped managing a Secret for the workload");
+        info!(%namespace, workload = %workload.name_any(), item = %stale, "stopped managing a Secret for the workload");
         publish(
-            &ctx,
+            ctx,
             &*workload,
             false,
             "Unmanaged",
-            format!(
-                "Deleted OnePasswordItem {} (and so its Secret): the annotations no longer ask for it",
-                stale.name_any()
-            ),
+            format!("Deleted OnePasswordItem {stale} (and so its Secret): the annotations no longer ask for it"),
         )
         .await;
     }
@@ -169,7 +192,7 @@ pub async fn reconcile<K: Workload>(workload: Arc<K>, ctx: Arc<Context>) -> Resu
         Wanted::Nothing => Ok(Action::await_change()),
         Wanted::MissingName { item_path } => {
             publish(
-                &ctx,
+                ctx,
                 &*workload,
                 true,
                 "MissingItemName",
@@ -178,7 +201,11 @@ pub async fn reconcile<K: Workload>(workload: Arc<K>, ctx: Arc<Context>) -> Resu
             .await;
             Ok(Action::await_change())
         }
-        Wanted::Secret { item_path, secret_name } => {
+        Wanted::Secret {
+            item_path,
+            secret_name,
+            annotations,
+        } => {
             if let Some(existing) = items
                 .get_opt(&secret_name)
                 .await
@@ -186,7 +213,7 @@ pub async fn reconcile<K: Workload>(workload: Arc<K>, ctx: Arc<Context>) -> Resu
                 && !owned_by(&existing, &uid)
             {
                 publish(
-                    &ctx,
+                    ctx,
                     &*workload,
                     true,
                     "ItemNameConflict",
@@ -197,8 +224,9 @@ pub async fn reconcile<K: Workload>(workload: Arc<K>, ctx: Arc<Context>) -> Resu
                 .await;
                 return Ok(Action::requeue(Duration::from_secs(300)));
             }
-            let mut owner: OwnerReference = workload.controller_owner_ref(&()).expect("stored objects have a uid");
-            owner.block_owner_deletion = Some(true);
+            // No blockOwnerDeletion: with the OwnerReferencesPermissionEnforcement admission
+            // plugin it would need `update` on the workload kind's finalizers.
+            let owner: OwnerReference = workload.controller_owner_ref(&()).expect("stored objects have a uid");
             let mut opi = OnePasswordItem::new(
                 &secret_name,
                 OnePasswordItemSpec {
@@ -212,6 +240,7 @@ pub async fn reconcile<K: Workload>(workload: Arc<K>, ctx: Arc<Context>) -> Resu
                     MANAGED_BY_LABEL.to_owned(),
                     MANAGED_BY_VALUE.to_owned(),
                 )])),
+                annotations: Some(annotations),
                 owner_references: Some(vec![owner]),
                 ..ObjectMeta::default()
             };
@@ -226,13 +255,21 @@ pub async fn reconcile<K: Workload>(workload: Arc<K>, ctx: Arc<Context>) -> Resu
     }
 }
 
-pub fn error_policy<K: Workload>(workload: Arc<K>, error: &Error, _ctx: Arc<Context>) -> Action {
+pub fn error_policy<K: Workload>(workload: Arc<K>, error: &Error, _ctx: Arc<WorkloadContext>) -> Action {
     warn!(name = %workload.name_any(), error = %error.message(), "cannot manage the workload's Secret");
     Action::requeue(Duration::from_secs(30))
 }
 
-/// Runs the controller of one workload kind over `api`.
-pub async fn run<K: Workload>(api: Api<K>, items: Api<OnePasswordItem>, ctx: Arc<Context>) {
+/// Runs the controller of one workload kind over `api`, once the OnePasswordItem cache is
+/// filled (so that items managed for a workload are known before it is reconciled).
+pub async fn run<K: Workload>(
+    api: Api<K>,
+    items: Api<OnePasswordItem>,
+    store: Store<OnePasswordItem>,
+    ctx: Arc<Context>,
+) {
+    let _ = store.wait_until_ready().await;
+    let ctx = Arc::new(WorkloadContext { ctx, items: store });
     Controller::new(api, watcher::Config::default())
         .owns(
             items,
@@ -258,27 +295,35 @@ mod tests {
 
     #[test]
     fn annotations_are_read_from_metadata_then_the_pod_template() {
-        let meta = map(&[(ITEM_PATH, "vaults/a/items/b"), (ITEM_NAME, "My Secret")]);
+        let meta = map(&[
+            (ITEM_PATH, "vaults/a/items/b"),
+            (ITEM_NAME, "My Secret"),
+            (AUTO_RESTART, "true"),
+        ]);
         assert_eq!(
             wanted(Some(&meta), None),
             Wanted::Secret {
                 item_path: "vaults/a/items/b".into(),
-                secret_name: "my-secret".into()
-            }
+                secret_name: "my-secret".into(),
+                annotations: map(&[(ITEM_NAME, "My Secret"), (AUTO_RESTART, "true")]),
+            },
+            "the Secret carries item-name as written, as in Go"
         );
         let template = map(&[(ITEM_PATH, "vaults/t/items/t"), (ITEM_NAME, "from-template")]);
         assert_eq!(
             wanted(None, Some(&template)),
             Wanted::Secret {
                 item_path: "vaults/t/items/t".into(),
-                secret_name: "from-template".into()
+                secret_name: "from-template".into(),
+                annotations: map(&[(ITEM_NAME, "from-template")]),
             }
         );
         assert_eq!(
             wanted(Some(&map(&[(ITEM_PATH, "vaults/a/items/b")])), Some(&template)),
             Wanted::Secret {
                 item_path: "vaults/a/items/b".into(),
-                secret_name: "from-template".into()
+                secret_name: "from-template".into(),
+                annotations: map(&[(ITEM_NAME, "from-template")]),
             },
             "each annotation falls back on its own"
         );

@@ -1,5 +1,6 @@
-//! Annotated workloads (`--enable-annotations`), as with 1Password's Go operator: a workload
-//! with `item-path` and `item-name` gets a Secret; removing the annotations strands nothing.
+//! Annotated workloads, on by default as in 1Password's Go operator: a workload with
+//! `item-path` and `item-name` gets a Secret; removing the annotations strands nothing; the
+//! Go operator's finalizer on a workload is removed.
 
 mod support;
 
@@ -10,9 +11,9 @@ use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, StatefulSet, Statef
 use k8s_openapi::api::core::v1::{Container, PodSpec, PodTemplateSpec, Secret};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, OwnerReference};
-use kube::api::{Api, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Resource, ResourceExt};
-use onepassword_operator::annotations::{ITEM_NAME, ITEM_PATH, LAST_RESTARTED};
+use onepassword_operator::annotations::{ITEM_NAME, ITEM_PATH, LAST_RESTARTED, LEGACY_FINALIZER};
 use onepassword_operator::crd::{OnePasswordItem, OnePasswordItemSpec};
 use serde_json::json;
 use support::harness::{Harness, harness_with, value};
@@ -25,11 +26,8 @@ vaults:
 "#;
 
 async fn start(prefix: &str) -> Option<Harness> {
-    harness_with(prefix, DATA, Duration::from_millis(300), |s| {
-        s.enable_annotations = true;
-        s.auto_restart = true;
-    })
-    .await
+    // Only auto-restart is switched on: annotated workloads need no setting.
+    harness_with(prefix, DATA, Duration::from_millis(300), |s| s.auto_restart = true).await
 }
 
 macro_rules! start {
@@ -70,8 +68,8 @@ fn selector(name: &str) -> LabelSelector {
     }
 }
 
-async fn deployment(h: &Harness, name: &str, meta_annotations: &[(&str, &str)]) -> Deployment {
-    let d = Deployment {
+fn deployment_object(name: &str, meta_annotations: &[(&str, &str)]) -> Deployment {
+    Deployment {
         metadata: ObjectMeta {
             name: Some(name.into()),
             annotations: annotations(meta_annotations),
@@ -83,9 +81,12 @@ async fn deployment(h: &Harness, name: &str, meta_annotations: &[(&str, &str)]) 
             ..DeploymentSpec::default()
         }),
         ..Deployment::default()
-    };
+    }
+}
+
+async fn deployment(h: &Harness, name: &str, meta_annotations: &[(&str, &str)]) -> Deployment {
     Api::<Deployment>::namespaced(h.kube.clone(), &h.ns)
-        .create(&PostParams::default(), &d)
+        .create(&PostParams::default(), &deployment_object(name, meta_annotations))
         .await
         .unwrap()
 }
@@ -120,6 +121,11 @@ async fn an_annotated_deployment_gets_its_secret_and_restarts_on_change() {
         value(&secret, "password").as_deref(),
         Some("s3cr3t-1"),
         "the item-name is sanitized like Go"
+    );
+    assert_eq!(
+        secret.annotations().get(ITEM_NAME).map(String::as_str),
+        Some("App Credentials"),
+        "the Secret carries the workload's item-name, as in Go"
     );
     let opi = h.items().get("app-credentials").await.unwrap();
     let owner = &opi.owner_references()[0];
@@ -260,4 +266,55 @@ async fn an_existing_onepassworditem_of_that_name_is_left_alone() {
     let opi = h.items().get("taken").await.unwrap();
     assert_eq!(opi.spec.item_path, "vaults/Demo/items/Database", "untouched");
     assert!(opi.owner_references().is_empty());
+}
+
+#[tokio::test]
+async fn the_go_operators_finalizer_is_removed_from_workloads_so_they_can_be_deleted() {
+    let h = start!("annotated-finalizer");
+    let deployments = Api::<Deployment>::namespaced(h.kube.clone(), &h.ns);
+    // As the Go operator leaves them: an annotated Deployment, and one whose annotations
+    // were removed after the Go operator had put its finalizer there.
+    for (name, meta_annotations) in [
+        (
+            "annotated",
+            vec![
+                (ITEM_PATH, "vaults/Demo/items/Database"),
+                (ITEM_NAME, "annotated-secret"),
+            ],
+        ),
+        ("plain", vec![]),
+    ] {
+        let mut d = deployment_object(name, &meta_annotations);
+        d.metadata.finalizers = Some(vec![LEGACY_FINALIZER.into(), "example.com/keep".into()]);
+        deployments.create(&PostParams::default(), &d).await.unwrap();
+    }
+    h.secret_where("annotated-secret", Duration::from_secs(20), |_| true)
+        .await;
+    for name in ["annotated", "plain"] {
+        let finalizers = eventually("the Go operator's finalizer is removed", async || {
+            let finalizers = deployments.get(name).await.unwrap().finalizers().to_vec();
+            (!finalizers.iter().any(|f| f == LEGACY_FINALIZER)).then_some(finalizers)
+        })
+        .await;
+        assert_eq!(
+            finalizers,
+            ["example.com/keep"],
+            "other finalizers are not ours to touch"
+        );
+        // Let the deletion complete: only the test's own finalizer is left to drop.
+        deployments.delete(name, &DeleteParams::default()).await.unwrap();
+        let none: Vec<String> = Vec::new();
+        deployments
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({ "metadata": { "finalizers": none } })),
+            )
+            .await
+            .unwrap();
+        eventually("the Deployment is deleted", async || {
+            deployments.get_opt(name).await.unwrap().is_none().then_some(())
+        })
+        .await;
+    }
 }

@@ -55,13 +55,32 @@ vaults:
         fields: [{ label: .dockerconfigjson, value: '{"auths":{"s3cr3t-registry":{}}}' }]
       - title: Big
         files: [{ name: big.bin, contentBase64: "BIG_FILE" }]
+      - title: Edges
+        urls:
+          - { label: docs, href: "https://s3cr3t-first.example", primary: true }
+          - { label: docs, href: "https://s3cr3t-last.example", primary: true }
+          - { label: blank, href: "" }
+        fields:
+          - { label: "..", value: s3cr3t-dots }
+          - { label: "日本語", value: s3cr3t-jp }
+          - { label: ok, value: s3cr3t-ok }
+        files:
+          - { name: empty.txt, content: "" }
 "#;
 
 const BIG: usize = 1_100_000;
 
 async fn harness(prefix: &str, polling_interval: Duration) -> Option<Harness> {
+    harness_with(prefix, polling_interval, |_| {}).await
+}
+
+async fn harness_with(
+    prefix: &str,
+    polling_interval: Duration,
+    tweak: impl FnOnce(&mut onepassword_operator::controller::Settings),
+) -> Option<Harness> {
     let big = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, vec![1u8; BIG]);
-    support::harness::harness(prefix, &DATA.replace("BIG_FILE", &big), polling_interval).await
+    support::harness::harness_with(prefix, &DATA.replace("BIG_FILE", &big), polling_interval, tweak).await
 }
 
 macro_rules! harness {
@@ -151,6 +170,35 @@ async fn urls_labels_and_empty_values_map_like_go() {
     );
     assert!(!data.contains_key("empty"), "empty values are skipped");
     assert_eq!(data.len(), 5, "{:?}", data.keys().collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn edge_cases_map_like_go_and_skipped_labels_are_reported() {
+    let h = harness!("edges");
+    h.create("edges", "vaults/Demo/items/Edges").await;
+    let opi = h.ready_reason("edges", "Synced").await;
+    let data = data(&h.secret("edges").await);
+    assert_eq!(
+        data.keys().map(String::as_str).collect::<Vec<_>>(),
+        ["docs", "ok"],
+        "an empty href and a 0-byte file are skipped, as in Go"
+    );
+    assert_eq!(
+        data["docs"], "https://s3cr3t-last.example",
+        "two primary URLs: the last wins"
+    );
+    let skipped = condition(&opi, "KeysSkipped").expect("a KeysSkipped condition");
+    assert_eq!(skipped.status, "True");
+    let message = skipped.message.clone().unwrap();
+    assert!(
+        message.contains(r#"field "..""#) && message.contains(r#"field "日本語""#),
+        "{message}"
+    );
+    assert!(!message.contains("s3cr3t"), "labels, never values: {message}");
+    assert_eq!(ready(&opi).unwrap().status, "True", "the rest of the Secret is useful");
+    let event = h.wait_for_event("edges", "KeysSkipped").await;
+    assert_eq!(event.type_.as_deref(), Some("Warning"));
+    assert_eq!(event.note.as_deref(), Some(message.as_str()));
 }
 
 #[tokio::test]
@@ -375,16 +423,22 @@ async fn a_foreign_secret_is_never_overwritten_unless_handed_over() {
 }
 
 #[tokio::test]
-async fn a_connect_outage_keeps_the_secret_and_says_why() {
+async fn a_connect_outage_keeps_the_secret_and_ready_and_says_why_in_synced() {
     let h = harness!("outage", Duration::from_millis(500));
     h.create("db", "vaults/Demo/items/Database").await;
     h.ready_reason("db", "Synced").await;
     let before = h.secret("db").await;
     h.admin().set_outage(true).await.unwrap();
-    let opi = h.ready_reason("db", "ConnectUnavailable").await;
+    let opi = h.condition_reason("db", "Synced", "ConnectUnavailable").await;
+    let synced = condition(&opi, "Synced").unwrap();
+    assert_eq!(synced.status, "False");
+    assert!(synced.message.as_deref().unwrap().contains("503"), "{synced:?}");
     let ready = ready(&opi).unwrap();
-    assert_eq!(ready.status, "False");
-    assert!(ready.message.as_deref().unwrap().contains("503"), "{ready:?}");
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_deref()),
+        ("True", Some("Synced")),
+        "the Secret holds the data: Argo CD must not report the app Degraded"
+    );
     assert_eq!(
         opi.status.as_ref().unwrap().item_version,
         Some(1),
@@ -402,15 +456,7 @@ async fn a_connect_outage_keeps_the_secret_and_says_why() {
     );
 
     h.admin().set_outage(false).await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while ready_reason_now(&h, "db").await.as_deref() != Some("Synced") {
-        assert!(Instant::now() < deadline, "did not recover");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-async fn ready_reason_now(h: &Harness, name: &str) -> Option<String> {
-    ready(&h.items().get(name).await.unwrap()).and_then(|c| c.reason.clone())
+    h.condition_reason("db", "Synced", "Confirmed").await;
 }
 
 #[tokio::test]
@@ -505,7 +551,7 @@ async fn collisions_and_ambiguous_titles_are_reported() {
             .message
             .as_deref()
             .unwrap()
-            .contains(r#"key "host" holds field "host" (also from URL "host")"#)
+            .contains(r#"key "host" holds field "host" (ignored: URL "host")"#)
     );
     assert!(
         !collision.message.as_deref().unwrap().contains("s3cr3t"),
@@ -528,15 +574,19 @@ async fn labels_and_auto_restart_are_copied_and_status_is_complete() {
     let h = harness!("status");
     h.create_with("db", "vaults/Demo/items/Database", |o| {
         o.metadata.labels = Some(BTreeMap::from([("team".to_string(), "payments".to_string())]));
-        o.metadata.annotations = Some(BTreeMap::from([(
-            "operator.1password.io/auto-restart".to_string(),
-            "true".to_string(),
-        )]));
+        o.metadata.annotations = Some(BTreeMap::from([
+            ("operator.1password.io/auto-restart".to_string(), "true".to_string()),
+            ("team/on-call".to_string(), "alice".to_string()),
+        ]));
     })
     .await;
     let secret = h.secret("db").await;
     assert_eq!(secret.labels()["team"], "payments");
     assert_eq!(secret.annotations()["operator.1password.io/auto-restart"], "true");
+    assert!(
+        !secret.annotations().contains_key("team/on-call"),
+        "other annotations only with --enable-annotations, as in Go"
+    );
     let opi = h.ready_reason("db", "Synced").await;
     let ready = ready(&opi).unwrap();
     assert_eq!(ready.status, "True");
@@ -561,8 +611,9 @@ async fn deleting_the_resource_leaves_the_secret_to_garbage_collection() {
     let opi = h.items().get("db").await.unwrap();
     let owner = &secret.owner_references()[0];
     assert_eq!(
-        (owner.uid.as_str(), owner.block_owner_deletion),
-        (opi.uid().unwrap().as_str(), Some(true))
+        (owner.uid.as_str(), owner.controller, owner.block_owner_deletion),
+        (opi.uid().unwrap().as_str(), Some(true), None),
+        "no blockOwnerDeletion, which OpenShift would refuse without update on onepassworditems/finalizers"
     );
     h.items().delete("db", &DeleteParams::default()).await.unwrap();
     // Without a finalizer the object is gone at once; a cluster's garbage collector then
@@ -586,6 +637,53 @@ async fn the_go_operators_finalizer_is_removed() {
         assert!(Instant::now() < deadline, "deletion blocked");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+
+    // A Secret that carries it (handed over here with allow-adoption) loses it too.
+    let with_finalizer = Secret {
+        metadata: ObjectMeta {
+            name: Some("legacy".into()),
+            finalizers: Some(vec![LEGACY_FINALIZER.into()]),
+            annotations: Some(BTreeMap::from([(ALLOW_ADOPTION.to_string(), "true".to_string())])),
+            ..ObjectMeta::default()
+        },
+        ..Secret::default()
+    };
+    h.secrets()
+        .create(&PostParams::default(), &with_finalizer)
+        .await
+        .unwrap();
+    h.create("legacy", "vaults/Demo/items/Database").await;
+    h.secret_where("legacy", Duration::from_secs(20), |s| {
+        value(s, "password").is_some() && s.finalizers().is_empty()
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn enable_annotations_copies_the_resources_annotations_as_in_go() {
+    let Some(h) = harness_with("copy-annotations", Duration::from_secs(30), |s| {
+        s.copy_annotations = true
+    })
+    .await
+    else {
+        return;
+    };
+    h.create_with("db", "vaults/Demo/items/Database", |o| {
+        o.metadata.annotations = Some(BTreeMap::from([
+            ("team/on-call".to_string(), "alice".to_string()),
+            (
+                "kubectl.kubernetes.io/last-applied-configuration".to_string(),
+                "{}".to_string(),
+            ),
+            (ITEM_VERSION.to_string(), "999".to_string()),
+        ]));
+    })
+    .await;
+    let secret = h.secret("db").await;
+    let annotations = secret.annotations();
+    assert_eq!(annotations["team/on-call"], "alice");
+    assert!(!annotations.contains_key("kubectl.kubernetes.io/last-applied-configuration"));
+    assert_eq!(annotations[ITEM_VERSION], "1", "ours cannot be overridden");
 }
 
 #[tokio::test]

@@ -8,9 +8,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::rbac::v1::ClusterRole;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use onepassword_operator::crd::{OnePasswordItem, OnePasswordItemSpec};
 use onepassword_operator::local_cluster::{self, ControlPlaneBinaries, Identity};
@@ -87,6 +89,17 @@ fn find<'a>(docs: &'a [Value], kind: &str, name: &str) -> Option<&'a Value> {
     docs.iter().find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
 }
 
+/// The ClusterRole's rule for Deployments, StatefulSets and DaemonSets.
+fn apps_rule(docs: &[Value]) -> Value {
+    find(docs, "ClusterRole", "op-onepassword-operator").expect("the ClusterRole")["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["apiGroups"] == json!(["apps"]))
+        .expect("a rule for apps")
+        .clone()
+}
+
 fn kinds(docs: &[Value]) -> Vec<String> {
     let mut kinds: Vec<String> = docs.iter().map(|d| d["kind"].as_str().unwrap().to_owned()).collect();
     kinds.sort();
@@ -139,6 +152,8 @@ fn default_values_render_a_hardened_least_privilege_operator() {
         "WATCH_NAMESPACE",
         "POLLING_INTERVAL",
         "AUTO_RESTART",
+        "ENABLE_ANNOTATIONS",
+        "ANNOTATED_WORKLOADS",
         "LEADER_ELECT",
         "POD_NAMESPACE",
     ] {
@@ -236,7 +251,7 @@ fn optional_parts_render_when_asked() {
             "podDisruptionBudget.enabled=true",
             "connect.caBundle.pem=-----BEGIN CERTIFICATE-----",
             "connect.server.enabled=true",
-            "operator.enableAnnotations=true",
+            "operator.annotatedWorkloads=false",
         ],
     );
     for kind in ["ServiceMonitor", "PodDisruptionBudget", "ConfigMap"] {
@@ -246,18 +261,32 @@ fn optional_parts_render_when_asked() {
         find(&docs, "Deployment", "onepassword-connect").is_some(),
         "the optional Connect server"
     );
-    let apps_rule = find(&docs, "ClusterRole", "op-onepassword-operator").unwrap()["rules"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["apiGroups"] == json!(["apps"]))
-        .unwrap()
-        .clone();
+    let apps_rule = apps_rule(&docs);
     assert_eq!(
         apps_rule["verbs"],
-        json!(["get", "list", "watch", "patch"]),
-        "annotated workloads are watched"
+        json!(["list", "patch"]),
+        "without annotated workloads, workloads are not watched"
     );
+}
+
+#[test]
+fn annotated_workloads_are_on_by_default_and_enable_annotations_means_copying() {
+    let helm = helm!();
+    let docs = template(&helm, &["connect.token.value=t", "operator.enableAnnotations=true"]);
+    let apps_rule = apps_rule(&docs);
+    assert_eq!(apps_rule["verbs"], json!(["get", "list", "watch", "patch"]));
+    let env = find(&docs, "Deployment", "op-onepassword-operator").unwrap()["spec"]["template"]["spec"]["containers"]
+        [0]["env"]
+        .clone();
+    let value = |name: &str| {
+        env.as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == name)
+            .map(|e| e["value"].clone())
+    };
+    assert_eq!(value("ANNOTATED_WORKLOADS"), Some(json!("true")));
+    assert_eq!(value("ENABLE_ANNOTATIONS"), Some(json!("true")));
 }
 
 #[test]
@@ -479,6 +508,47 @@ async fn install_upgrade_and_run_as_the_charts_service_account() {
         std::fs::read_to_string(&log_path).unwrap_or_default()
     );
     assert!(secrets.get_opt("db").await.unwrap().is_some());
+    assert_eq!(
+        secrets.get("db").await.unwrap().owner_references()[0].block_owner_deletion,
+        None
+    );
+
+    // An annotated Deployment, on by default as in Go: its managed OnePasswordItem and Secret
+    // pass the OwnerReferencesPermissionEnforcement plugin with the chart's RBAC.
+    let deployment: Deployment = serde_json::from_value(json!({
+        "metadata": { "name": "web", "annotations": {
+            "operator.1password.io/item-path": "vaults/Demo/items/Database",
+            "operator.1password.io/item-name": "web-db",
+        }},
+        "spec": {
+            "selector": { "matchLabels": { "app": "web" } },
+            "template": {
+                "metadata": { "labels": { "app": "web" } },
+                "spec": { "containers": [{ "name": "web", "image": "busybox" }] }
+            }
+        }
+    }))
+    .unwrap();
+    Api::<Deployment>::namespaced(admin.clone(), &app_ns)
+        .create(&PostParams::default(), &deployment)
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while items
+        .get_opt("web-db")
+        .await
+        .unwrap()
+        .and_then(|opi| ready(&opi).filter(|(reason, _)| reason == "Synced"))
+        .is_none()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the annotated Deployment's Secret with the chart's RBAC within 30s; operator log:\n{}",
+            std::fs::read_to_string(&log_path).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(secrets.get_opt("web-db").await.unwrap().is_some());
 
     // Take one permission away: the next Secret fails with a clear reason.
     let roles: Api<ClusterRole> = Api::all(admin.clone());

@@ -90,6 +90,17 @@ impl Error {
         }
     }
 
+    /// Connect could not be reached or refused the request: nothing is known about the item,
+    /// and the Secret keeps what it holds.
+    pub fn is_connect_failure(&self) -> bool {
+        matches!(self, Self::Connect { .. })
+    }
+
+    /// Connect answered, and the path names no vault or item the token can see.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Self::VaultNotFound { .. } | Self::ItemNotFound { .. })
+    }
+
     /// The server's `Retry-After`, when Connect sent one.
     pub fn retry_after(&self) -> Option<std::time::Duration> {
         match self {

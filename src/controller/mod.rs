@@ -16,7 +16,8 @@ pub mod items;
 pub mod known;
 pub mod status;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Debug;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -34,7 +35,8 @@ use serde_json::json;
 use tracing::{Instrument, debug, info, instrument, warn};
 
 use crate::annotations::{
-    AUTO_RESTART, IGNORE_SECRET_TAG, ITEM_VERSION, LEGACY_FINALIZER, MANAGED_BY_LABEL, MANAGED_BY_VALUE,
+    AUTO_RESTART, IGNORE_SECRET_TAG, ITEM_NAME, ITEM_VERSION, LEGACY_FINALIZER, MANAGED_BY_LABEL, MANAGED_BY_VALUE,
+    OPERATOR_PREFIX,
 };
 use crate::connect::{ConnectClient, ConnectError, resolve_item, resolve_vault};
 use crate::crd::OnePasswordItem;
@@ -60,8 +62,12 @@ pub struct Settings {
     pub concurrency: u16,
     /// Restart consumers of a changed Secret unless an annotation says otherwise.
     pub auto_restart: bool,
-    /// Manage Secrets for workloads annotated with `item-path` and `item-name`.
-    pub enable_annotations: bool,
+    /// Manage Secrets for workloads annotated with `item-path` and `item-name` (always on in
+    /// 1Password's Go operator; on by default here).
+    pub annotated_workloads: bool,
+    /// Copy each OnePasswordItem's own annotations onto its Secret: what Go's
+    /// `--enable-annotations` means.
+    pub copy_annotations: bool,
 }
 
 impl Default for Settings {
@@ -73,7 +79,8 @@ impl Default for Settings {
             mapping: MappingOptions::default(),
             concurrency: 16,
             auto_restart: false,
-            enable_annotations: false,
+            annotated_workloads: true,
+            copy_annotations: false,
         }
     }
 }
@@ -198,6 +205,23 @@ impl Context {
 /// Where `kubectl apply` keeps the whole manifest it applied.
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
+/// The annotations a OnePasswordItem passes on to its Secret. `auto-restart` and `item-name`
+/// always (as 1Password's Go operator does); with `copy_all` (Go's `--enable-annotations`)
+/// every other one too, except kubectl's bookkeeping and the operator's own keys.
+pub fn secret_annotations(annotations: &BTreeMap<String, String>, copy_all: bool) -> BTreeMap<String, String> {
+    annotations
+        .iter()
+        .filter(|(key, _)| {
+            *key == AUTO_RESTART
+                || *key == ITEM_NAME
+                || (copy_all
+                    && !key.starts_with("kubectl.kubernetes.io/")
+                    && !key.starts_with(&format!("{OPERATOR_PREFIX}/")))
+        })
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
 /// Splits `vaults/<vault>/items/<item>`.
 pub fn parse_item_path(path: &str) -> Result<(&str, &str), Error> {
     let parts: Vec<&str> = path.split('/').collect();
@@ -213,7 +237,9 @@ pub async fn reconcile(opi: Arc<OnePasswordItem>, ctx: Arc<Context>) -> Result<A
     let namespace = opi.namespace().unwrap_or_default();
     let name = opi.name_any();
     let api: Api<OnePasswordItem> = Api::namespaced(ctx.client.clone(), &namespace);
-    remove_legacy_finalizer(&api, &opi).await?;
+    remove_legacy_finalizer(&api, &*opi)
+        .await
+        .map_err(Error::kube("remove the Go operator's finalizer"))?;
     if opi.metadata.deletion_timestamp.is_some() {
         // The Secret goes with its owner through the ownerReference; nothing to do.
         return Ok(Action::await_change());
@@ -275,24 +301,30 @@ pub fn retry_delay(attempts: u32, error: &Error) -> Duration {
     (base + jitter).max(error.retry_after().unwrap_or_default())
 }
 
-async fn remove_legacy_finalizer(api: &Api<OnePasswordItem>, opi: &OnePasswordItem) -> Result<(), Error> {
-    let finalizers = opi.finalizers();
+/// Removes the finalizer of 1Password's Go operator, which nothing would remove after a
+/// migration, so that the object can be deleted. Used for OnePasswordItems, their Secrets
+/// and annotated workloads.
+pub async fn remove_legacy_finalizer<K>(api: &Api<K>, obj: &K) -> Result<(), kube::Error>
+where
+    K: Resource<DynamicType = ()> + Clone + Debug + serde::de::DeserializeOwned,
+{
+    let finalizers = obj.finalizers();
     if !finalizers.iter().any(|f| f == LEGACY_FINALIZER) {
         return Ok(());
     }
     let remaining: Vec<&String> = finalizers.iter().filter(|f| *f != LEGACY_FINALIZER).collect();
     // resourceVersion makes the patch fail instead of dropping a finalizer added meanwhile.
-    let patch = json!({ "metadata": { "finalizers": remaining, "resourceVersion": opi.resource_version() } });
+    let patch = json!({ "metadata": { "finalizers": remaining, "resourceVersion": obj.resource_version() } });
     match api
-        .patch(&opi.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+        .patch(&obj.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
         .await
     {
         Ok(_) => {
-            info!("removed the finalizer of 1Password's Go operator");
+            info!(kind = %K::kind(&()), name = %obj.name_any(), "removed the finalizer of 1Password's Go operator");
             Ok(())
         }
         Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
-        Err(e) => Err(Error::kube("remove the Go operator's finalizer")(e)),
+        Err(e) => Err(e),
     }
 }
 
@@ -360,15 +392,16 @@ async fn sync(opi: &OnePasswordItem, namespace: &str, ctx: &Context) -> Result<S
         None => resolve_and_fetch(ctx, vault_ref, item_ref).await?,
     };
 
-    // Build.
-    let mut owner = opi.controller_owner_ref(&()).expect("stored objects have a uid");
-    owner.block_owner_deletion = Some(true);
+    // Build. No blockOwnerDeletion, as in Go: clusters with the
+    // OwnerReferencesPermissionEnforcement admission plugin (OpenShift) would require
+    // `update` on onepassworditems/finalizers for it, and it only makes a foreground deletion
+    // wait for the Secret, which the garbage collector deletes anyway.
     let target = SecretTarget {
         name: name.clone(),
         namespace: namespace.to_owned(),
-        owner,
+        owner: opi.controller_owner_ref(&()).expect("stored objects have a uid"),
         labels: opi.labels().clone(),
-        auto_restart: opi.annotations().get(AUTO_RESTART).cloned(),
+        annotations: secret_annotations(opi.annotations(), ctx.settings.copy_annotations),
         secret_type: opi.secret_type.clone(),
     };
     let built = build_secret(
@@ -392,6 +425,7 @@ async fn sync(opi: &OnePasswordItem, namespace: &str, ctx: &Context) -> Result<S
         secret_name: name,
         write,
         collisions: built.collisions,
+        skipped: built.skipped,
         ambiguous_with,
     })
 }
@@ -441,6 +475,17 @@ async fn apply_step(
         _ => {}
     }
     let applied = apply::apply_secret(&secrets, existing.as_ref(), &built.secret).await?;
+    if let Some(existing) = &existing
+        && existing.finalizers().iter().any(|f| f == LEGACY_FINALIZER)
+    {
+        // The apply moved its resourceVersion: patch the object as it is now.
+        let mut current = existing.clone();
+        current.metadata.resource_version = applied.resource_version.clone();
+        remove_legacy_finalizer(&secrets, &current)
+            .await
+            .map_err(Error::kube("remove the Go operator's finalizer from the Secret"))?;
+        ctx.known.forget(namespace, &name);
+    }
     ctx.known
         .record(namespace, &name, applied.resource_version, fingerprint);
     if applied.write == Write::Updated {
@@ -478,7 +523,7 @@ where
 }
 
 /// Runs the controllers (one watch per namespace, or one for all), the workload controllers
-/// with `enable_annotations`, and the poller that triggers them, until a termination signal.
+/// (unless `annotated_workloads` is off), and the poller that triggers them, until a termination signal.
 pub async fn run(ctx: Arc<Context>) {
     use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 
@@ -528,7 +573,6 @@ pub async fn run(ctx: Arc<Context>) {
             .reconcile_on(triggered)
             .with_config(ControllerConfig::default().concurrency(ctx.settings.concurrency))
             .shutdown_on_signal();
-        stores.push(store);
         let run = controller
             .run(reconcile, error_policy, ctx.clone())
             .for_each(|result| async move {
@@ -538,18 +582,28 @@ pub async fn run(ctx: Arc<Context>) {
             })
             .instrument(span);
         runs.push(Box::pin(run));
-        if ctx.settings.enable_annotations {
-            let deployments: Api<Deployment> = scoped_api(&ctx.client, ns);
-            let statefulsets: Api<StatefulSet> = scoped_api(&ctx.client, ns);
-            let daemonsets: Api<DaemonSet> = scoped_api(&ctx.client, ns);
-            runs.push(Box::pin(crate::workloads::run(deployments, items.clone(), ctx.clone())));
-            runs.push(Box::pin(crate::workloads::run(
-                statefulsets,
+        if ctx.settings.annotated_workloads {
+            let (deployments, statefulsets, daemonsets) = (
+                scoped_api::<Deployment>(&ctx.client, ns),
+                scoped_api::<StatefulSet>(&ctx.client, ns),
+                scoped_api::<DaemonSet>(&ctx.client, ns),
+            );
+            use crate::workloads::run as workloads;
+            runs.push(Box::pin(workloads(
+                deployments,
                 items.clone(),
+                store.clone(),
                 ctx.clone(),
             )));
-            runs.push(Box::pin(crate::workloads::run(daemonsets, items, ctx.clone())));
+            runs.push(Box::pin(workloads(
+                statefulsets,
+                items.clone(),
+                store.clone(),
+                ctx.clone(),
+            )));
+            runs.push(Box::pin(workloads(daemonsets, items, store.clone(), ctx.clone())));
         }
+        stores.push(store);
     }
     let secrets_listed = {
         let ctx = ctx.clone();

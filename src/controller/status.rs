@@ -1,15 +1,23 @@
 //! Pure status logic: the next status of a OnePasswordItem from the outcome of a sync, and
 //! the Events a transition deserves. A steady state gives an identical status, so that
 //! nothing is written and no reconcile loop starts.
+//!
+//! Two conditions, so that a Connect outage does not look like a broken application:
+//! - `Ready`: the Secret exists and holds the item's data as last fetched. False only for
+//!   problems with this resource (item not found, conflict, invalid path, rejected Secret),
+//!   or while the Secret was never written. Argo CD's health check reads only this one.
+//! - `Synced`: whether the last attempt to read the item from Connect succeeded.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::error::Error;
 use crate::crd::{ItemCondition, OnePasswordItemStatus};
-use crate::secret::Collision;
+use crate::secret::{Collision, Source};
 
 pub const READY: &str = "Ready";
+pub const SYNCED: &str = "Synced";
 pub const KEY_COLLISION: &str = "KeyCollision";
+pub const KEYS_SKIPPED: &str = "KeysSkipped";
 pub const ITEM_PATH_AMBIGUOUS: &str = "ItemPathAmbiguous";
 const MAX_MESSAGE: usize = 1024;
 
@@ -54,7 +62,7 @@ impl From<&Error> for ConnectFailure {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Synced {
     /// Set when the Secret matches the last known item but Connect cannot be reached to
-    /// confirm it is current: Ready is False with this reason.
+    /// confirm it is current: Synced is False with this reason, Ready stays True.
     pub connect_failure: Option<ConnectFailure>,
     pub item_path: String,
     pub vault_id: String,
@@ -64,6 +72,8 @@ pub struct Synced {
     pub secret_name: String,
     pub write: Write,
     pub collisions: Vec<Collision>,
+    /// Labels and file names that could not become a key.
+    pub skipped: Vec<Source>,
     /// Other items with the chosen item's title; `None` when the resolution was reused
     /// from status and not looked up again.
     pub ambiguous_with: Option<Vec<String>>,
@@ -114,19 +124,51 @@ pub fn condition<'a>(status: Option<&'a OnePasswordItemStatus>, type_: &str) -> 
     status?.conditions.iter().find(|c| c.type_ == type_)
 }
 
-fn collision_message(collisions: &[Collision]) -> String {
-    let shown: Vec<String> = collisions.iter().take(5).map(ToString::to_string).collect();
-    let more = collisions.len().saturating_sub(5);
-    let tail = if more > 0 {
-        format!("; and {more} more")
+/// At most five entries, then how many more.
+fn listing(entries: Vec<String>) -> String {
+    let more = entries.len().saturating_sub(5);
+    let shown = entries.into_iter().take(5).collect::<Vec<_>>().join("; ");
+    if more > 0 {
+        format!("{shown}; and {more} more")
     } else {
-        String::new()
-    };
+        shown
+    }
+}
+
+fn collision_message(collisions: &[Collision]) -> String {
     format!(
-        "{} key(s) written more than once, the later source wins as in 1Password's Go operator: {}{tail}",
+        "{} key(s) have more than one source and hold only one of them: {}",
         collisions.len(),
-        shown.join("; ")
+        listing(collisions.iter().map(ToString::to_string).collect())
     )
+}
+
+fn skipped_message(skipped: &[Source]) -> String {
+    format!(
+        "{} name(s) cannot become a Secret key, so their values are not in the Secret (1Password's Go operator would reject the whole Secret): {}",
+        skipped.len(),
+        listing(skipped.iter().map(ToString::to_string).collect())
+    )
+}
+
+/// Whether `type_` is False with this reason.
+fn failing_with(status: Option<&OnePasswordItemStatus>, type_: &str, reason: &str) -> bool {
+    condition(status, type_).is_some_and(|c| c.status == "False" && c.reason.as_deref() == Some(reason))
+}
+
+/// A condition that is present only while something is worth saying.
+fn set_or_remove(
+    conditions: &mut Vec<ItemCondition>,
+    type_: &str,
+    reason: &str,
+    message: Option<String>,
+    generation: Option<i64>,
+    now: &Time,
+) {
+    match message {
+        Some(message) => set_condition(conditions, type_, "True", reason, message, generation, now),
+        None => remove_condition(conditions, type_),
+    }
 }
 
 /// The status after a sync attempt.
@@ -138,19 +180,11 @@ pub fn next_status(
 ) -> OnePasswordItemStatus {
     let mut next = current.cloned().unwrap_or_default();
     next.observed_generation = generation;
+    let conditions = &mut next.conditions;
     match outcome {
         Ok(synced) => {
-            let (ready, reason, message) = match (&synced.connect_failure, synced.write) {
-                (Some(failure), _) => (
-                    "False",
-                    failure.reason,
-                    format!(
-                        "{}; Secret {} keeps item version {}",
-                        failure.message, synced.secret_name, synced.item_version
-                    ),
-                ),
-                (None, Write::Frozen) => (
-                    "True",
+            let (reason, message) = if synced.write == Write::Frozen {
+                (
                     "Frozen",
                     format!(
                         "the item has the tag {}: Secret {} keeps item version {}; remove the tag to resume syncing",
@@ -158,50 +192,60 @@ pub fn next_status(
                         synced.secret_name,
                         synced.item_version
                     ),
-                ),
-                (None, _) => (
-                    "True",
+                )
+            } else {
+                (
                     "Synced",
                     format!(
                         "Secret {} holds item version {}",
                         synced.secret_name, synced.item_version
                     ),
-                ),
+                )
             };
-            set_condition(&mut next.conditions, READY, ready, reason, message, generation, now);
-            if synced.collisions.is_empty() {
-                remove_condition(&mut next.conditions, KEY_COLLISION);
-            } else {
-                let message = collision_message(&synced.collisions);
-                set_condition(
-                    &mut next.conditions,
-                    KEY_COLLISION,
+            set_condition(conditions, READY, "True", reason, message, generation, now);
+            match &synced.connect_failure {
+                Some(failure) => set_condition(
+                    conditions,
+                    SYNCED,
+                    "False",
+                    failure.reason,
+                    format!(
+                        "{}; Secret {} keeps item version {}",
+                        failure.message, synced.secret_name, synced.item_version
+                    ),
+                    generation,
+                    now,
+                ),
+                None => set_condition(
+                    conditions,
+                    SYNCED,
                     "True",
-                    "DuplicateKeys",
+                    "Confirmed",
+                    format!("Connect confirmed item version {}", synced.item_version),
+                    generation,
+                    now,
+                ),
+            }
+            let collisions = (!synced.collisions.is_empty()).then(|| collision_message(&synced.collisions));
+            set_or_remove(conditions, KEY_COLLISION, "DuplicateKeys", collisions, generation, now);
+            let skipped = (!synced.skipped.is_empty()).then(|| skipped_message(&synced.skipped));
+            set_or_remove(conditions, KEYS_SKIPPED, "InvalidKeys", skipped, generation, now);
+            if let Some(others) = &synced.ambiguous_with {
+                let message = (!others.is_empty()).then(|| {
+                    format!(
+                        "{} other item(s) have the same title ({}); the oldest was chosen, as in 1Password's Go operator, and the choice is kept in status",
+                        others.len(),
+                        others.join(", ")
+                    )
+                });
+                set_or_remove(
+                    conditions,
+                    ITEM_PATH_AMBIGUOUS,
+                    "DuplicateTitles",
                     message,
                     generation,
                     now,
                 );
-            }
-            match &synced.ambiguous_with {
-                Some(others) if !others.is_empty() => {
-                    let message = format!(
-                        "{} other item(s) have the same title ({}); the oldest was chosen, as in 1Password's Go operator, and the choice is kept in status",
-                        others.len(),
-                        others.join(", ")
-                    );
-                    set_condition(
-                        &mut next.conditions,
-                        ITEM_PATH_AMBIGUOUS,
-                        "True",
-                        "DuplicateTitles",
-                        message,
-                        generation,
-                        now,
-                    );
-                }
-                Some(_) => remove_condition(&mut next.conditions, ITEM_PATH_AMBIGUOUS),
-                None => {}
             }
             next.resolved_item_path = Some(synced.item_path.clone());
             next.vault_id = Some(synced.vault_id.clone());
@@ -212,16 +256,18 @@ pub fn next_status(
             }
         }
         Err(error) => {
-            // The Secret keeps its data, so the fields describing it stay as they were.
-            set_condition(
-                &mut next.conditions,
-                READY,
-                "False",
-                error.reason(),
-                error.message(),
-                generation,
-                now,
-            );
+            let (reason, message) = (error.reason(), error.message());
+            if error.is_connect_failure() || error.is_not_found() {
+                set_condition(conditions, SYNCED, "False", reason, message.clone(), generation, now);
+            }
+            // A Connect failure leaves the Secret as it was: if it held this spec's item
+            // before, it still does, and Ready stays True.
+            let secret_still_holds_it = error.is_connect_failure()
+                && condition(current, READY).is_some_and(|c| c.status == "True" && c.observed_generation == generation);
+            if !secret_still_holds_it {
+                // The Secret keeps its data, so the fields describing it stay as they were.
+                set_condition(conditions, READY, "False", reason, message, generation, now);
+            }
         }
     }
     next
@@ -261,17 +307,19 @@ pub fn events(
     let mut out = Vec::new();
     let before = condition(previous, READY);
     let after = condition(Some(next), READY);
+    // A failure is announced once, when Ready or Synced first turns False with its reason.
+    let new_failure = |reason: &str| !failing_with(previous, READY, reason) && !failing_with(previous, SYNCED, reason);
     match outcome {
         Ok(synced) => {
             if let Some(failure) = &synced.connect_failure
-                && before.is_none_or(|c| c.status != "False" || c.reason.as_deref() != Some(failure.reason))
+                && new_failure(failure.reason)
             {
-                out.push(warning(
-                    failure.reason,
-                    after.and_then(|c| c.message.clone()).unwrap_or_default(),
-                ));
+                let message = condition(Some(next), SYNCED).and_then(|c| c.message.clone());
+                out.push(warning(failure.reason, message.unwrap_or_default()));
             }
             let what = format!("Secret {} to item version {}", synced.secret_name, synced.item_version);
+            let was_failing = before.is_some_and(|c| c.status != "True")
+                || condition(previous, SYNCED).is_some_and(|c| c.status == "False");
             match synced.write {
                 Write::Created => out.push(normal("Created", format!("Created {what}"))),
                 Write::Updated => out.push(normal("Updated", format!("Updated {what}"))),
@@ -289,7 +337,7 @@ pub fn events(
                         after.and_then(|c| c.message.clone()).unwrap_or_default(),
                     ));
                 }
-                Write::Unchanged if synced.connect_failure.is_none() && before.is_some_and(|c| c.status != "True") => {
+                Write::Unchanged if synced.connect_failure.is_none() && was_failing => {
                     out.push(normal(
                         "Recovered",
                         format!("{} again", after.and_then(|c| c.message.clone()).unwrap_or_default()),
@@ -299,14 +347,14 @@ pub fn events(
             }
         }
         Err(error) => {
-            let changed = before.is_none_or(|c| c.status != "False" || c.reason.as_deref() != Some(error.reason()));
-            if changed {
+            if new_failure(error.reason()) {
                 out.push(warning(error.reason(), error.message()));
             }
         }
     }
     for (type_, reason) in [
         (KEY_COLLISION, "KeyCollision"),
+        (KEYS_SKIPPED, "KeysSkipped"),
         (ITEM_PATH_AMBIGUOUS, "AmbiguousItemPath"),
     ] {
         let was = condition(previous, type_).and_then(|c| c.message.as_deref());
@@ -339,8 +387,14 @@ mod tests {
             secret_name: "db".into(),
             write,
             collisions: vec![],
+            skipped: vec![],
             ambiguous_with: Some(vec![]),
         }
+    }
+
+    fn state<'a>(status: &'a OnePasswordItemStatus, type_: &str) -> (&'a str, &'a str) {
+        let c = condition(Some(status), type_).unwrap_or_else(|| panic!("no {type_} condition"));
+        (c.status.as_str(), c.reason.as_deref().unwrap_or_default())
     }
 
     fn down() -> Result<Synced, Error> {
@@ -378,15 +432,22 @@ mod tests {
     }
 
     #[test]
-    fn failures_keep_what_the_secret_holds_and_transition_once() {
+    fn a_connect_outage_keeps_ready_true_turns_synced_false_and_transitions_once() {
         let ok = next_status(None, Some(1), &Ok(synced(Write::Created, 3)), &at(0));
+        assert_eq!(state(&ok, SYNCED), ("True", "Confirmed"));
         let failed = next_status(Some(&ok), Some(1), &down(), &at(10));
-        let ready = condition(Some(&failed), READY).unwrap();
         assert_eq!(
-            (ready.status.as_str(), ready.reason.as_deref()),
-            ("False", Some("ConnectUnavailable"))
+            state(&failed, READY),
+            ("True", "Synced"),
+            "the Secret still holds the item: Argo CD must not call the app Degraded"
         );
-        assert_eq!(ready.last_transition_time, Some(at(10)));
+        assert_eq!(state(&failed, SYNCED), ("False", "ConnectUnavailable"));
+        let synced_condition = condition(Some(&failed), SYNCED).unwrap();
+        assert_eq!(synced_condition.last_transition_time, Some(at(10)));
+        assert_eq!(
+            condition(Some(&failed), READY).unwrap().last_transition_time,
+            Some(at(0))
+        );
         assert_eq!(failed.item_version, Some(3), "the Secret still holds version 3");
         assert_eq!(failed.last_synced_at, Some(at(0)));
         let first_events = events(Some(&ok), &failed, &down());
@@ -395,7 +456,7 @@ mod tests {
 
         let again = next_status(Some(&failed), Some(1), &down(), &at(20));
         assert_eq!(
-            condition(Some(&again), READY).unwrap().last_transition_time,
+            condition(Some(&again), SYNCED).unwrap().last_transition_time,
             Some(at(10))
         );
         assert!(
@@ -405,12 +466,50 @@ mod tests {
 
         let recovered_outcome = Ok(synced(Write::Unchanged, 3));
         let recovered = next_status(Some(&again), Some(1), &recovered_outcome, &at(30));
+        assert_eq!(state(&recovered, SYNCED), ("True", "Confirmed"));
         assert_eq!(
-            condition(Some(&recovered), READY).unwrap().last_transition_time,
+            condition(Some(&recovered), SYNCED).unwrap().last_transition_time,
             Some(at(30))
         );
         let recovered_events = events(Some(&again), &recovered, &recovered_outcome);
         assert_eq!(recovered_events[0].reason, "Recovered");
+    }
+
+    #[test]
+    fn a_connect_outage_before_the_first_sync_or_after_a_spec_change_is_not_ready() {
+        let never = next_status(None, Some(1), &down(), &at(0));
+        assert_eq!(state(&never, READY), ("False", "ConnectUnavailable"));
+        assert_eq!(state(&never, SYNCED), ("False", "ConnectUnavailable"));
+        assert_eq!(events(None, &never, &down()).len(), 1, "one Event for both conditions");
+
+        let ok = next_status(None, Some(1), &Ok(synced(Write::Created, 3)), &at(0));
+        let new_spec = next_status(Some(&ok), Some(2), &down(), &at(10));
+        assert_eq!(
+            state(&new_spec, READY),
+            ("False", "ConnectUnavailable"),
+            "the Secret holds the item of the old spec"
+        );
+    }
+
+    #[test]
+    fn problems_of_the_resource_turn_ready_false() {
+        let ok = next_status(None, Some(1), &Ok(synced(Write::Created, 3)), &at(0));
+        let missing: Result<Synced, Error> = Err(Error::ItemNotFound {
+            vault: "v".into(),
+            item: "i".into(),
+            source: ConnectError::from_status("get_item", 404, "item not found".into(), None),
+        });
+        let gone = next_status(Some(&ok), Some(1), &missing, &at(10));
+        assert_eq!(state(&gone, READY), ("False", "ItemNotFound"));
+        assert_eq!(state(&gone, SYNCED), ("False", "ItemNotFound"));
+        let conflict: Result<Synced, Error> = Err(Error::SecretConflict { name: "db".into() });
+        let taken = next_status(Some(&ok), Some(1), &conflict, &at(10));
+        assert_eq!(state(&taken, READY), ("False", "SecretConflict"));
+        assert_eq!(
+            state(&taken, SYNCED),
+            ("True", "Confirmed"),
+            "Connect is not the problem"
+        );
     }
 
     #[test]
@@ -442,12 +541,9 @@ mod tests {
         let outcome = Ok(outcome);
         let status = next_status(None, Some(1), &outcome, &at(0));
         let collision = condition(Some(&status), KEY_COLLISION).unwrap();
-        assert!(
-            collision
-                .message
-                .as_deref()
-                .unwrap()
-                .contains("key \"host\" holds field \"host\"")
+        assert_eq!(
+            collision.message.as_deref().unwrap(),
+            r#"1 key(s) have more than one source and hold only one of them: key "host" holds field "host" (ignored: URL "host")"#
         );
         assert!(
             condition(Some(&status), ITEM_PATH_AMBIGUOUS)
@@ -471,7 +567,7 @@ mod tests {
     }
 
     #[test]
-    fn an_unreachable_vault_turns_ready_false_but_keeps_the_sync_facts() {
+    fn an_unreachable_vault_turns_synced_false_and_keeps_ready_and_the_sync_facts() {
         let ok = next_status(None, Some(1), &Ok(synced(Write::Created, 3)), &at(0));
         let mut unconfirmed = synced(Write::Unchanged, 3);
         unconfirmed.connect_failure = Some(ConnectFailure {
@@ -480,13 +576,10 @@ mod tests {
         });
         let outcome = Ok(unconfirmed);
         let next = next_status(Some(&ok), Some(1), &outcome, &at(10));
-        let ready = condition(Some(&next), READY).unwrap();
+        assert_eq!(state(&next, READY), ("True", "Synced"));
+        assert_eq!(state(&next, SYNCED), ("False", "ConnectUnavailable"));
         assert_eq!(
-            (ready.status.as_str(), ready.reason.as_deref()),
-            ("False", Some("ConnectUnavailable"))
-        );
-        assert_eq!(
-            ready.message.as_deref(),
+            condition(Some(&next), SYNCED).unwrap().message.as_deref(),
             Some("Connect server error 503; Secret db keeps item version 3")
         );
         assert_eq!(next.item_version, Some(3));
@@ -497,6 +590,48 @@ mod tests {
         );
         let again = next_status(Some(&next), Some(1), &outcome, &at(20));
         assert!(events(Some(&next), &again, &outcome).is_empty());
+    }
+
+    #[test]
+    fn skipped_keys_are_a_condition_and_one_warning_naming_labels_only() {
+        let mut outcome = synced(Write::Created, 1);
+        outcome.skipped = vec![
+            Source::Field { label: "..".into() },
+            Source::Field {
+                label: "日本語".into()
+            },
+        ];
+        let outcome = Ok(outcome);
+        let status = next_status(None, Some(1), &outcome, &at(0));
+        assert_eq!(
+            state(&status, READY),
+            ("True", "Synced"),
+            "the rest of the Secret is useful"
+        );
+        assert_eq!(state(&status, KEYS_SKIPPED), ("True", "InvalidKeys"));
+        let message = condition(Some(&status), KEYS_SKIPPED).unwrap().message.clone().unwrap();
+        assert!(
+            message.starts_with("2 name(s) cannot become a Secret key")
+                && message.contains(r#"field "..""#)
+                && message.contains(r#"field "日本語""#),
+            "{message}"
+        );
+        let warnings: Vec<EventSpec> = events(None, &status, &outcome)
+            .into_iter()
+            .filter(|e| e.warning)
+            .collect();
+        assert_eq!(warnings.len(), 1);
+        assert_eq!(
+            (warnings[0].reason.as_str(), &warnings[0].note),
+            ("KeysSkipped", &message)
+        );
+        let mut steady = synced(Write::Unchanged, 1);
+        steady.skipped = outcome.as_ref().unwrap().skipped.clone();
+        let steady = Ok(steady);
+        let again = next_status(Some(&status), Some(1), &steady, &at(1));
+        assert!(events(Some(&status), &again, &steady).is_empty(), "said once");
+        let clean = next_status(Some(&again), Some(1), &Ok(synced(Write::Unchanged, 1)), &at(2));
+        assert!(condition(Some(&clean), KEYS_SKIPPED).is_none());
     }
 
     #[test]
@@ -533,7 +668,8 @@ mod tests {
             Some(at(0)),
             "a missing transition time is filled in"
         );
-        assert_eq!(status.conditions.len(), 1);
+        let types: Vec<&str> = status.conditions.iter().map(|c| c.type_.as_str()).collect();
+        assert_eq!(types, [READY, SYNCED]);
     }
 
     #[test]

@@ -176,15 +176,20 @@ impl Harness {
 
     /// Waits until the Ready condition has this reason, and returns the object.
     pub async fn ready_reason(&self, name: &str, reason: &str) -> OnePasswordItem {
+        self.condition_reason(name, "Ready", reason).await
+    }
+
+    /// Waits until the condition `type_` has this reason, and returns the object.
+    pub async fn condition_reason(&self, name: &str, type_: &str, reason: &str) -> OnePasswordItem {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let opi = self.items().get(name).await.unwrap();
-            if ready(&opi).and_then(|c| c.reason.as_deref()) == Some(reason) {
+            if condition(&opi, type_).and_then(|c| c.reason.as_deref()) == Some(reason) {
                 return opi;
             }
             assert!(
                 Instant::now() < deadline,
-                "{name} never became {reason}: {:?}",
+                "{name}'s {type_} never became {reason}: {:?}",
                 opi.status
             );
             tokio::time::sleep(Duration::from_millis(25)).await;

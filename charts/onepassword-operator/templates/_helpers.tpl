@@ -44,21 +44,26 @@ Exactly what the operator calls, resource by resource (README: "Permissions").
 {{- define "onepassword-operator.rules" -}}
 - apiGroups: [onepassword.com]
   resources: [onepassworditems]
-  # watch the resources; patch: remove the Go operator's finalizer and apply managed items;
-  # delete: managed items of workloads whose annotations were removed.
-  verbs: [get, list, watch, patch, delete]
+  # watch the resources; create/patch: apply the items managed for annotated workloads, and
+  # remove the Go operator's finalizer; delete: managed items of workloads whose annotations
+  # were removed.
+  verbs: [get, list, watch, create, patch, delete]
 - apiGroups: [onepassword.com]
   resources: [onepassworditems/status]
   verbs: [patch]
 - apiGroups: [""]
   resources: [secrets]
-  # create/patch: server-side apply; delete: a type change recreates the Secret.
+  # create/patch: server-side apply (and removing the Go operator's finalizer); delete: a
+  # type change recreates the Secret. No `update` on onepassworditems/finalizers: Secrets'
+  # ownerReferences do not set blockOwnerDeletion, so OpenShift's
+  # OwnerReferencesPermissionEnforcement asks for nothing more.
   verbs: [get, list, watch, create, patch, delete]
 - apiGroups: [events.k8s.io]
   resources: [events]
   verbs: [create]
 - apiGroups: [apps]
   resources: [deployments, statefulsets, daemonsets]
-  # list: find the consumers of a changed Secret; patch: restart them.
-  verbs: [{{ if .Values.operator.enableAnnotations }}get, list, watch, patch{{ else }}list, patch{{ end }}]
+  # list: find the consumers of a changed Secret; patch: restart them, and remove the Go
+  # operator's finalizer; watch: annotated workloads.
+  verbs: [{{ if .Values.operator.annotatedWorkloads }}get, list, watch, patch{{ else }}list, patch{{ end }}]
 {{- end -}}
