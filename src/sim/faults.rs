@@ -5,6 +5,10 @@ use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
 
+/// Longest injected latency: enough for any timeout test, short enough that a rule cannot
+/// hold a connection forever.
+pub const MAX_LATENCY_MS: u64 = 120_000;
+
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct FaultRule {
@@ -57,6 +61,11 @@ impl Faults {
                 && !(400..=599).contains(&status)
             {
                 return Err(format!("fault status must be 400..=599, got {status}"));
+            }
+            if let Some(latency) = rule.latency_ms
+                && latency > MAX_LATENCY_MS
+            {
+                return Err(format!("latencyMs must be at most {MAX_LATENCY_MS}, got {latency}"));
             }
         }
         Ok(())
@@ -157,5 +166,19 @@ mod tests {
             }],
         };
         assert!(bad.validate().is_err());
+        let forever = Faults {
+            outage: false,
+            rules: vec![FaultRule {
+                operation: "*".into(),
+                latency_ms: Some(u64::MAX),
+                ..FaultRule::default()
+            }],
+        };
+        assert!(
+            forever
+                .validate()
+                .unwrap_err()
+                .contains("latencyMs must be at most 120000")
+        );
     }
 }

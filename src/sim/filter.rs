@@ -174,10 +174,15 @@ fn tokenize(input: &str) -> Result<Vec<Token>, FilterError> {
     Ok(tokens)
 }
 
+/// Deepest nesting of parentheses and `not` accepted: the parser and the evaluator recurse
+/// once per level, so an unbounded depth would let one request overflow the stack.
+pub const MAX_DEPTH: usize = 400;
+
 struct Parser<'a> {
     tokens: Vec<Token>,
     pos: usize,
     attributes: &'a [&'a str],
+    depth: usize,
 }
 
 /// Parses a filter, accepting only the given attributes (lower-case names).
@@ -190,6 +195,7 @@ pub fn parse(input: &str, attributes: &[&str]) -> Result<Expr, FilterError> {
         tokens,
         pos: 0,
         attributes,
+        depth: 0,
     };
     let expr = parser.or()?;
     match parser.tokens.get(parser.pos) {
@@ -239,16 +245,31 @@ impl Parser<'_> {
         Ok(left)
     }
 
+    /// Runs `inner` one nesting level deeper, refusing to go past [`MAX_DEPTH`].
+    fn nested<T>(&mut self, inner: impl FnOnce(&mut Self) -> Result<T, FilterError>) -> Result<T, FilterError> {
+        if self.depth >= MAX_DEPTH {
+            return Err(FilterError(format!(
+                "the expression nests parentheses and 'not' more than {MAX_DEPTH} levels deep"
+            )));
+        }
+        self.depth += 1;
+        let result = inner(self);
+        self.depth -= 1;
+        result
+    }
+
     fn factor(&mut self) -> Result<Expr, FilterError> {
         match self.next() {
             Some(Token::Open) => {
-                let inner = self.or()?;
+                let inner = self.nested(Self::or)?;
                 match self.next() {
                     Some(Token::Close) => Ok(inner),
                     _ => Err(FilterError("missing ')'".into())),
                 }
             }
-            Some(Token::Word(w)) if w.eq_ignore_ascii_case("not") => Ok(Expr::Not(Box::new(self.factor()?))),
+            Some(Token::Word(w)) if w.eq_ignore_ascii_case("not") => {
+                Ok(Expr::Not(Box::new(self.nested(Self::factor)?)))
+            }
             Some(Token::Word(attr)) => {
                 let attr = attr.to_ascii_lowercase();
                 if !self.attributes.contains(&attr.as_str()) {
@@ -287,6 +308,19 @@ impl Parser<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn deep_nesting_is_refused_with_a_message_instead_of_overflowing_the_stack() {
+        for hostile in [
+            format!("{}title eq \"a\"{}", "(".repeat(2000), ")".repeat(2000)),
+            format!("{}title eq \"a\"", "not ".repeat(5000)),
+        ] {
+            let err = parse(&hostile, &["title"]).unwrap_err();
+            assert!(err.0.contains("more than 400 levels deep"), "{}", err.0);
+        }
+        let deepest = format!("{}title eq \"a\"{}", "(".repeat(MAX_DEPTH), ")".repeat(MAX_DEPTH));
+        assert!(parse(&deepest, &["title"]).is_ok());
+    }
     use proptest::prelude::*;
 
     struct Thing {

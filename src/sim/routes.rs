@@ -358,7 +358,7 @@ async fn get_item(
         &vault_id,
         Some((&item_id, stored.item.version)),
     );
-    Ok(json_bytes(stored.json.clone()))
+    Ok(json_bytes(stored.response()))
 }
 
 async fn create_item(
@@ -379,7 +379,7 @@ async fn create_item(
         &vault_id,
         Some((&created.id, created.version)),
     );
-    Ok(json(&created))
+    Ok(json(&super::store::with_current_totp(created)))
 }
 
 async fn replace_item(
@@ -401,7 +401,7 @@ async fn replace_item(
         &vault_id,
         Some((&item_id, replaced.version)),
     );
-    Ok(json(&replaced))
+    Ok(json(&super::store::with_current_totp(replaced)))
 }
 
 async fn patch_item(
@@ -423,7 +423,7 @@ async fn patch_item(
         &vault_id,
         Some((&item_id, patched.version)),
     );
-    Ok(json(&patched))
+    Ok(json(&super::store::with_current_totp(patched)))
 }
 
 async fn delete_item(

@@ -33,6 +33,31 @@ impl StoredItem {
         let json = Bytes::from(serde_json::to_vec(&item).expect("items encode"));
         Self { item, contents, json }
     }
+
+    /// The item as served now: the kept encoding, or, for an item with one-time-password
+    /// fields, a fresh one with their current codes.
+    pub fn response(&self) -> Bytes {
+        if !self.item.fields.iter().any(is_otp) {
+            return self.json.clone();
+        }
+        Bytes::from(serde_json::to_vec(&with_current_totp(self.item.clone())).expect("items encode"))
+    }
+}
+
+fn is_otp(field: &Field) -> bool {
+    field.field_type == Some(FieldType::Otp)
+}
+
+/// Fills `totp` of every OTP field with the code its `otpauth://` URI gives now (RFC 6238),
+/// as the real server does; both official SDKs read it. A URI that is not a valid TOTP
+/// URI gives no code.
+pub fn with_current_totp(mut item: FullItem) -> FullItem {
+    for field in item.fields.iter_mut().filter(|f| is_otp(f)) {
+        field.totp = totp_rs::Totp::from_url_unchecked(&field.value)
+            .ok()
+            .map(|totp| totp.generate_current().to_string());
+    }
+    item
 }
 
 #[derive(Debug)]
@@ -325,6 +350,10 @@ impl Store {
             .ok_or_else(|| ApiError::item_not_found(item_id))?;
         let current = &stored.item;
         let mut next = change(current)?;
+        // As PUT does: an item keeps its category when the new body names none.
+        if next.item.category.is_none() {
+            next.item.category = current.item.category.clone();
+        }
         let now = Timestamp::now();
         next.item.id = current.id.clone();
         next.item.vault = current.vault.clone();
@@ -419,8 +448,11 @@ pub fn prepare_fields(item: &mut FullItem) -> Result<(), ApiError> {
                 history: Vec::new(),
             });
             field.generate = false;
-            field.recipe = None;
         }
+        // Input only: never stored or echoed.
+        field.recipe = None;
+        // Computed when served, never stored.
+        field.totp = None;
     }
     Ok(())
 }
@@ -591,6 +623,60 @@ vaults:
 
         let unchanged = store.patch_item(&vault_id, &item_id, &[], "C").unwrap();
         assert_eq!(unchanged.version, 3, "an empty patch saves nothing");
+    }
+
+    #[test]
+    fn replacing_the_whole_item_keeps_its_category_and_recipes_are_never_stored() {
+        let (mut store, vault_id, item_id) = store();
+        let mut without_category = serde_json::to_value(&store.item(&vault_id, &item_id).unwrap().item).unwrap();
+        without_category.as_object_mut().unwrap().remove("category");
+        let patched = store
+            .patch_item(&vault_id, &item_id, &[PatchOp::replace("/", without_category)], "C")
+            .unwrap();
+        assert_eq!(patched.category, Some(Category::Login), "as PUT does");
+
+        let with_recipe = Field {
+            label: "pin".into(),
+            value: "1234".into(),
+            recipe: Some(GeneratorRecipe {
+                length: Some(8),
+                ..GeneratorRecipe::default()
+            }),
+            ..Field::default()
+        };
+        let created = store.create_item(&vault_id, new_login(vec![with_recipe]), "a").unwrap();
+        assert_eq!(created.fields[0].value, "1234", "no generate: the value is kept");
+        assert!(
+            created.fields.iter().all(|f| f.recipe.is_none()),
+            "the recipe is input only"
+        );
+        let stored = &store.item(&vault_id, &created.id).unwrap().json;
+        assert!(!String::from_utf8_lossy(stored).contains("recipe"));
+    }
+
+    #[test]
+    fn otp_fields_are_served_with_their_current_code_which_is_never_stored() {
+        let (mut store, vault_id, _) = store();
+        let otp = Field {
+            label: "one-time password".into(),
+            field_type: Some(FieldType::Otp),
+            value: "otpauth://totp/Example:alice?secret=JBSWY3DPEHPK3PXP&issuer=Example".into(),
+            totp: Some("999999".into()),
+            ..Field::default()
+        };
+        let created = store.create_item(&vault_id, new_login(vec![otp]), "a").unwrap();
+        let stored = store.item(&vault_id, &created.id).unwrap();
+        assert_eq!(stored.item.fields[0].totp, None);
+        let served: FullItem = serde_json::from_slice(&stored.response()).unwrap();
+        let code = served.fields[0].totp.clone().expect("a current code");
+        assert!(code.len() == 6 && code.bytes().all(|b| b.is_ascii_digit()), "{code}");
+        assert_eq!(
+            with_current_totp(stored.item.clone()).fields[0]
+                .totp
+                .as_deref()
+                .map(str::len),
+            Some(6)
+        );
     }
 
     #[test]

@@ -27,6 +27,9 @@ vaults:
           - { name: notes.txt, content: "file body from the simulator" }
       - title: abcdefghijklmnopqrstuvwxyz
         fields: [{ label: note, value: an id-like title }]
+      - title: OTP Item
+        fields:
+          - { label: one-time password, type: OTP, value: "otpauth://totp/Example:alice?secret=JBSWY3DPEHPK3PXP&issuer=Example" }
   - name: Other Vault
     items:
       - { title: Elsewhere, fields: [{ label: x, value: y }] }

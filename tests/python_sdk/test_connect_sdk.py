@@ -2,6 +2,11 @@
 against the simulator: proof that the simulator speaks the real protocol."""
 
 import asyncio
+import base64
+import hashlib
+import hmac
+import struct
+import time
 
 import pytest
 from onepasswordconnectsdk import load_dict, new_client
@@ -29,7 +34,7 @@ def test_items_with_filters(connect_url):
     vid = vault_id(client)
     assert [i.title for i in client.get_items(vid, 'title eq "Login Item"')] == ["Login Item"]
     assert [i.title for i in client.get_items(vid, 'tag eq "sdk"')] == ["Login Item"]
-    assert len(client.get_items(vid)) == 3
+    assert len(client.get_items(vid)) == 4
 
 
 def test_item_by_id_and_by_title(connect_url):
@@ -133,3 +138,24 @@ def test_async_client(connect_url):
     item, content = asyncio.run(scenario())
     assert {f.label: f.value for f in item.fields}["username"] == "sdk-user"
     assert content == b"file body from the simulator"
+
+
+def rfc6238(secret_base32, at, step=30, digits=6):
+    """TOTP from the RFC, with the standard library only: an implementation the simulator's
+    does not share."""
+    key = base64.b32decode(secret_base32 + "=" * (-len(secret_base32) % 8))
+    digest = hmac.new(key, struct.pack(">Q", int(at) // step), hashlib.sha1).digest()
+    offset = digest[-1] & 0x0F
+    code = (struct.unpack(">I", digest[offset:offset + 4])[0] & 0x7FFFFFFF) % 10**digits
+    return str(code).zfill(digits)
+
+
+def test_otp_fields_carry_the_current_code(connect_url):
+    client = new_client(connect_url, "sdk-token")
+    before = time.time()
+    item = client.get_item_by_title("OTP Item", vault_id(client))
+    after = time.time()
+    otp = next(f for f in item.fields if f.label == "one-time password")
+    assert otp.value.startswith("otpauth://totp/")
+    expected = {rfc6238("JBSWY3DPEHPK3PXP", before), rfc6238("JBSWY3DPEHPK3PXP", after)}
+    assert otp.totp in expected
