@@ -24,7 +24,8 @@ pub struct ConnectArgs {
         conflicts_with = "token_file"
     )]
     pub token: Option<String>,
-    /// File holding the Connect access token (re-read on start).
+    /// File holding the Connect access token; read again when Connect rejects the token and
+    /// at every change-detection poll, so a rotated token is used without a restart.
     #[arg(long = "connect-token-file", env = "OP_CONNECT_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
     /// PEM bundle of CAs to trust for an HTTPS Connect host.
@@ -62,6 +63,7 @@ impl ConnectArgs {
             return Err("the Connect token is empty".into());
         }
         let mut config = ConnectConfig::new(self.host.clone(), SecretString::from(token));
+        config.token_file = self.token_file.clone();
         config.timeout = Duration::from_secs(self.timeout_secs.max(1));
         config.retry = RetryPolicy::default();
         if let Some(path) = &self.ca_file {

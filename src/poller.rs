@@ -25,8 +25,12 @@ use crate::crd::OnePasswordItem;
 
 /// Longest time a referenced vault goes without its items being listed.
 pub const SAFETY_LISTING: Duration = Duration::from_secs(300);
-/// How long to stop polling after Connect rejected the token.
+/// How long to stop polling after Connect rejected the token, unless the token changes.
 const AUTH_PAUSE: Duration = Duration::from_secs(300);
+/// How often the token file is looked at during that pause.
+const TOKEN_CHECK: Duration = Duration::from_secs(2);
+/// Longest wait between polls while Connect fails every vault check.
+const MAX_OUTAGE_BACKOFF: Duration = Duration::from_secs(60);
 /// Vaults read at once.
 const VAULT_CONCURRENCY: usize = 8;
 
@@ -47,6 +51,8 @@ pub struct Tracked<'a> {
     /// The item version its Secret holds.
     pub held_version: Option<u64>,
     pub ready: bool,
+    /// `Synced` is False: its status still reports a failure to read Connect.
+    pub unconfirmed: bool,
 }
 
 impl Tracked<'_> {
@@ -66,12 +72,14 @@ pub fn tracked(objects: &[Arc<OnePasswordItem>]) -> Vec<Tracked<'_>> {
         .filter_map(|o| {
             let status = o.status.as_ref()?;
             let ready = status.is_ready();
+            let unconfirmed = status.condition("Synced").is_some_and(|c| c.status == "False");
             Some(Tracked {
                 object: o.as_ref(),
                 vault_id: status.vault_id.as_deref()?,
                 item_id: status.item_id.as_deref()?,
                 held_version: status.item_version,
                 ready,
+                unconfirmed,
             })
         })
         .collect()
@@ -91,28 +99,37 @@ pub fn stale<'a>(tracked: &[Tracked<'a>], vault_id: &str, listed: &HashMap<Strin
         .collect()
 }
 
-/// Sends reconcile requests to the controller that watches the object's namespace.
+/// Resources of a vault that answered whose status still says Connect could not be read:
+/// each poll that reaches the vault sets them right, whenever their failure was written.
+pub fn unconfirmed<'t, 'a>(tracked: &'t [Tracked<'a>], vault_id: &'t str) -> impl Iterator<Item = &'t Tracked<'a>> {
+    tracked.iter().filter(move |t| t.vault_id == vault_id && t.unconfirmed)
+}
+
+/// Sends reconcile requests to the controller that watches the object's namespace. The
+/// queues are unbounded so that no request is ever lost (a vault-wide rotation changes
+/// thousands of items at once); the controller's scheduler merges requests for one object,
+/// and a poll sends at most one per resource.
 #[derive(Clone, Debug)]
 pub struct Triggers {
     /// Namespace → sender; the key `None` is the controller that watches every namespace.
-    senders: BTreeMap<Option<String>, mpsc::Sender<ObjectRef<OnePasswordItem>>>,
+    senders: BTreeMap<Option<String>, mpsc::UnboundedSender<ObjectRef<OnePasswordItem>>>,
 }
 
 impl Triggers {
-    pub fn new(senders: BTreeMap<Option<String>, mpsc::Sender<ObjectRef<OnePasswordItem>>>) -> Self {
+    pub fn new(senders: BTreeMap<Option<String>, mpsc::UnboundedSender<ObjectRef<OnePasswordItem>>>) -> Self {
         Self { senders }
     }
 
     fn send(&mut self, object: ObjectRef<OnePasswordItem>) {
-        let sender = match self.senders.get_mut(&object.namespace) {
+        let sender = match self.senders.get(&object.namespace) {
             Some(sender) => Some(sender),
-            None => self.senders.get_mut(&None),
+            None => self.senders.get(&None),
         };
         if let Some(sender) = sender
-            && let Err(err) = sender.try_send(object)
+            && let Err(err) = sender.unbounded_send(object)
         {
-            // A full queue means a reconcile of that object is already due soon.
-            debug!(error = %err, "reconcile request dropped");
+            // Only when the controller has stopped, at shutdown.
+            debug!(error = %err, "reconcile request not delivered");
         }
     }
 }
@@ -122,6 +139,8 @@ pub struct Poller {
     stores: Vec<Store<OnePasswordItem>>,
     triggers: Triggers,
     seen: HashMap<String, VaultSeen>,
+    /// The Connect token generation the last poll used.
+    token_generation: u64,
 }
 
 /// What one poll found, for logs and tests.
@@ -141,6 +160,7 @@ impl Poller {
             stores,
             triggers,
             seen: HashMap::new(),
+            token_generation: 0,
         }
     }
 
@@ -154,8 +174,10 @@ impl Poller {
         info!(?interval, "change detection started");
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut failed_polls: u32 = 0;
         loop {
             ticker.tick().await;
+            self.after_a_token_change();
             let started = Instant::now();
             let report = self.poll_once().await;
             self.ctx.metrics.polled(&report, started.elapsed());
@@ -163,9 +185,58 @@ impl Poller {
                 debug!(?report, "poll");
             }
             if report.unauthorized {
-                warn!(pause = ?AUTH_PAUSE, "Connect rejected the token; change detection pauses");
-                tokio::time::sleep(AUTH_PAUSE).await;
+                warn!(pause = ?AUTH_PAUSE, "Connect rejected the token; change detection pauses until the token changes");
+                self.pause_until_the_token_changes().await;
+                continue;
             }
+            // Connect answers no vault: poll less often, up to MAX_OUTAGE_BACKOFF.
+            failed_polls = if report.vaults > 0 && report.failed == report.vaults {
+                failed_polls + 1
+            } else {
+                0
+            };
+            let backoff = outage_backoff(interval, failed_polls);
+            if !backoff.is_zero() {
+                debug!(?backoff, "Connect answers no vault; polling less often");
+                tokio::time::sleep(backoff).await;
+            }
+        }
+    }
+
+    /// Waits [`AUTH_PAUSE`], or until the token file holds a new token; then every resource
+    /// that is not in sync is reconciled at once.
+    async fn pause_until_the_token_changes(&mut self) {
+        let deadline = Instant::now() + AUTH_PAUSE;
+        while Instant::now() < deadline {
+            tokio::time::sleep(TOKEN_CHECK.min(deadline - Instant::now())).await;
+            if self.after_a_token_change() {
+                return;
+            }
+        }
+        self.trigger_unsynced();
+    }
+
+    /// Reads the token file; when the token changed since the last poll (read here, or by
+    /// a request that Connect refused), reconciles whatever is not in sync. True if it did.
+    fn after_a_token_change(&mut self) -> bool {
+        self.ctx.connect.reload_token();
+        let generation = self.ctx.connect.token_generation();
+        if generation == self.token_generation {
+            return false;
+        }
+        self.token_generation = generation;
+        self.trigger_unsynced();
+        true
+    }
+
+    /// Reconciles every resource that is not in sync, resolved or not.
+    fn trigger_unsynced(&mut self) {
+        let objects: Vec<Arc<OnePasswordItem>> = self.stores.iter().flat_map(|s| s.state()).collect();
+        for object in objects
+            .iter()
+            .filter(|o| !o.status.as_ref().is_some_and(|s| s.is_in_sync()))
+        {
+            self.triggers.send(ObjectRef::from_obj(object.as_ref()));
         }
     }
 
@@ -229,13 +300,21 @@ impl Poller {
         for check in checks {
             match check {
                 Ok((vault_id, content_version, listed)) => {
-                    if self.ctx.vault_recovered(&vault_id) {
-                        // Back: let the resources of this vault say so.
-                        self.trigger_vault(&tracked, &vault_id, &mut report);
+                    self.ctx.vault_recovered(&vault_id);
+                    let stale = listed
+                        .as_ref()
+                        .map(|l| stale(&tracked, &vault_id, l))
+                        .unwrap_or_default();
+                    // The vault answers: resources still reporting a failure say so no more.
+                    for resource in unconfirmed(&tracked, &vault_id) {
+                        if !stale.iter().any(|s| std::ptr::eq(s.object, resource.object)) {
+                            self.triggers.send(ObjectRef::from_obj(resource.object));
+                            report.triggered += 1;
+                        }
                     }
                     let Some(listed) = listed else { continue };
                     report.listed += 1;
-                    for resource in stale(&tracked, &vault_id, &listed) {
+                    for resource in stale {
                         // Drop the cached item only if it is not the listed version already
                         // (a frozen item stays behind on purpose).
                         let key = resource.key();
@@ -275,6 +354,18 @@ impl Poller {
             report.triggered += 1;
         }
     }
+}
+
+/// Extra wait after `failed_polls` polls in a row that reached no vault: the interval
+/// doubles each time, up to [`MAX_OUTAGE_BACKOFF`] between polls.
+pub fn outage_backoff(interval: Duration, failed_polls: u32) -> Duration {
+    if failed_polls == 0 {
+        return Duration::ZERO;
+    }
+    let wait = interval
+        .saturating_mul(1 << failed_polls.min(16))
+        .min(MAX_OUTAGE_BACKOFF.max(interval));
+    wait.saturating_sub(interval)
 }
 
 #[cfg(test)]
@@ -342,8 +433,8 @@ mod tests {
 
     #[test]
     fn triggers_route_by_namespace_or_to_the_cluster_wide_controller() {
-        let (tx_a, mut rx_a) = mpsc::channel(4);
-        let (tx_all, mut rx_all) = mpsc::channel(4);
+        let (tx_a, mut rx_a) = mpsc::unbounded();
+        let (tx_all, mut rx_all) = mpsc::unbounded();
         let mut only_a = Triggers::new(BTreeMap::from([(Some("a".to_string()), tx_a)]));
         only_a.send(ObjectRef::new("x").within("a"));
         only_a.send(ObjectRef::new("y").within("b"));
@@ -352,5 +443,57 @@ mod tests {
         let mut all = Triggers::new(BTreeMap::from([(None, tx_all)]));
         all.send(ObjectRef::new("z").within("b"));
         assert_eq!(rx_all.try_recv().unwrap().name, "z");
+    }
+
+    #[test]
+    fn no_trigger_is_lost_in_a_vault_wide_rotation() {
+        let (tx, mut rx) = mpsc::unbounded();
+        let mut triggers = Triggers::new(BTreeMap::from([(None, tx)]));
+        for i in 0..10_000 {
+            triggers.send(ObjectRef::new(&format!("item-{i}")).within("ns"));
+        }
+        let mut received = 0;
+        while rx.try_recv().is_ok() {
+            received += 1;
+        }
+        assert_eq!(received, 10_000, "a bounded queue dropped 246 of 6,000 in a real run");
+    }
+
+    #[test]
+    fn resources_whose_status_still_reports_a_failure_are_set_right_when_their_vault_answers() {
+        let mut failing = (*opi("failing", "v1", "i1", 3, true)).clone();
+        failing.status.as_mut().unwrap().conditions.push(ItemCondition {
+            type_: "Synced".into(),
+            status: "False".into(),
+            reason: Some("ConnectRateLimited".into()),
+            ..ItemCondition::default()
+        });
+        let objects = [
+            Arc::new(failing),
+            opi("fine", "v1", "i2", 1, true),
+            opi("elsewhere", "v2", "i3", 1, true),
+        ];
+        let all = tracked(&objects);
+        let names: Vec<String> = unconfirmed(&all, "v1").map(|t| t.object.name_any()).collect();
+        assert_eq!(names, ["failing"]);
+        assert_eq!(unconfirmed(&all, "v2").count(), 0);
+    }
+
+    #[test]
+    fn polls_slow_down_while_connect_answers_nothing() {
+        let interval = Duration::from_secs(2);
+        assert_eq!(outage_backoff(interval, 0), Duration::ZERO);
+        assert_eq!(outage_backoff(interval, 1), Duration::from_secs(2), "every 4 s");
+        assert_eq!(outage_backoff(interval, 2), Duration::from_secs(6), "every 8 s");
+        assert_eq!(
+            outage_backoff(interval, 40),
+            Duration::from_secs(58),
+            "every 60 s at most"
+        );
+        assert_eq!(
+            outage_backoff(Duration::from_secs(120), 3),
+            Duration::ZERO,
+            "never slower than the interval asks"
+        );
     }
 }

@@ -1,5 +1,5 @@
-//! The operator's HTTP endpoints: `/healthz` (the process serves), `/readyz` (caches synced
-//! and Connect answers its heartbeat) and `/metrics` (Prometheus text). As in 1Password's Go
+//! The operator's HTTP endpoints: `/healthz` (the process serves), `/readyz` (caches synced,
+//! Connect accepts the token and answers its heartbeat) and `/metrics` (Prometheus text). As in 1Password's Go
 //! operator, metrics and probes listen on separate addresses (`:8080` and `:8081`).
 
 use std::net::SocketAddr;
@@ -26,6 +26,13 @@ async fn readyz(State(ctx): State<Arc<Context>>) -> Response {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             "not ready: the Kubernetes caches have not synced yet",
+        )
+            .into_response();
+    }
+    if ctx.connect.token_rejected() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: Connect rejects the token; give the operator a valid one (a rotated token file is picked up without a restart)",
         )
             .into_response();
     }

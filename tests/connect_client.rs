@@ -636,6 +636,97 @@ async fn transient_errors_are_retried_with_backoff() {
 }
 
 #[tokio::test]
+async fn a_retry_after_holds_for_every_request_of_the_client() {
+    let env = env().await;
+    let admin = env.sim.admin();
+    admin
+        .add_rule(&FaultRule {
+            operation: "get_vault".into(),
+            status: Some(429),
+            retry_after_secs: Some(2),
+            remaining: Some(1),
+            ..FaultRule::default()
+        })
+        .await
+        .unwrap();
+    let client = client_for(&env.sim, "writer-token", RetryPolicy::none());
+    let started = Instant::now();
+    assert!(matches!(
+        client.get_vault(&env.alpha).await,
+        Err(ConnectError::RateLimited { .. })
+    ));
+    admin.reset_stats().await.unwrap();
+    // Another request of the same client (a clone, as every reconcile holds), to another
+    // endpoint: it waits for the time the server named.
+    client.clone().list_vaults(None).await.unwrap();
+    assert!(
+        started.elapsed() >= Duration::from_millis(1900),
+        "sent {:?} after the 429",
+        started.elapsed()
+    );
+    assert_eq!(admin.stats().await.unwrap().requests.get("list_vaults"), Some(&1));
+}
+
+#[tokio::test]
+async fn not_ready_and_spurious_auth_answers_are_retried_quickly() {
+    let env = env().await;
+    let admin = env.sim.admin();
+    let client = client_for(&env.sim, "writer-token", fast_retries());
+    for (operation, status) in [("get_vault", 408), ("list_vaults", 401), ("list_items", 403)] {
+        admin
+            .add_rule(&FaultRule {
+                operation: operation.into(),
+                status: Some(status),
+                remaining: Some(1),
+                ..FaultRule::default()
+            })
+            .await
+            .unwrap();
+    }
+    client.get_vault(&env.alpha).await.unwrap();
+    client.list_vaults(None).await.unwrap();
+    client.list_items(&env.alpha, None).await.unwrap();
+    assert!(!client.token_rejected(), "the last answer accepted the token");
+    assert_eq!(client.metrics().count("get_vault", "408"), 1);
+
+    // A token that stays rejected is given up on after a few quick tries.
+    admin.reset_stats().await.unwrap();
+    let bad = client_for(&env.sim, "wrong-token", fast_retries());
+    assert!(matches!(
+        bad.list_vaults(None).await,
+        Err(ConnectError::Unauthorized { .. })
+    ));
+    assert_eq!(admin.stats().await.unwrap().requests.get("list_vaults"), Some(&3));
+    assert!(bad.token_rejected());
+}
+
+#[tokio::test]
+async fn a_rotated_token_file_is_used_without_a_restart() {
+    let env = env().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("token");
+    std::fs::write(&file, "revoked-token\n").unwrap();
+    let mut config = ConnectConfig::new(env.sim.url(), SecretString::from("revoked-token"));
+    config.token_file = Some(file.clone());
+    config.retry = fast_retries();
+    let client = ConnectClient::new(config).unwrap();
+    assert!(matches!(
+        client.list_vaults(None).await,
+        Err(ConnectError::Unauthorized { .. })
+    ));
+    assert!(client.token_rejected());
+    assert!(!client.reload_token(), "the file did not change");
+
+    // kubelet replaces the mounted file; the next rejected answer reads it again.
+    std::fs::write(&file, "writer-token\n").unwrap();
+    assert_eq!(client.list_vaults(None).await.unwrap().len(), 2);
+    assert!(!client.token_rejected());
+    std::fs::write(&file, "reader-token").unwrap();
+    assert!(client.reload_token(), "a poll reads the file too");
+    assert_eq!(client.list_vaults(None).await.unwrap().len(), 1, "the reader's scope");
+}
+
+#[tokio::test]
 async fn client_errors_and_unsafe_writes_are_not_retried() {
     let env = env().await;
     let admin = env.sim.admin();

@@ -278,6 +278,32 @@ async fn a_type_change_recreates_the_secret() {
 }
 
 #[tokio::test]
+async fn a_type_the_apiserver_refuses_keeps_the_old_secret_and_says_why() {
+    let h = harness!("retype-refused");
+    h.create("db", "vaults/Demo/items/Database").await;
+    h.ready_reason("db", "Synced").await;
+    let first = h.secret("db").await;
+    // kubernetes.io/tls requires tls.crt and tls.key, which this item does not have.
+    let patch = json!({ "type": "kubernetes.io/tls" });
+    h.items()
+        .patch("db", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    let opi = h.ready_reason("db", "SecretRejected").await;
+    let message = ready_message(&opi);
+    assert!(
+        message.contains("kubernetes.io/tls") && message.contains("existing Secret is kept"),
+        "{message}"
+    );
+    assert!(!message.contains("s3cr3t"), "{message}");
+    let kept = h.secret("db").await;
+    assert_eq!(kept.uid(), first.uid(), "never deleted");
+    assert_eq!(kept.data, first.data);
+    assert_eq!(kept.type_.as_deref(), Some("Opaque"));
+    h.wait_for_event("db", "SecretRejected").await;
+}
+
+#[tokio::test]
 async fn invalid_resources_are_rejected_at_apply_time() {
     let h = harness!("invalid");
     let bad = OnePasswordItem::new(
@@ -474,6 +500,8 @@ async fn a_rejected_token_has_its_own_reason() {
     h.create("db", "vaults/Demo/items/Database").await;
     let opi = h.ready_reason("db", "ConnectUnauthorized").await;
     assert!(ready_message(&opi).contains("Invalid token signature"));
+    // Let the reconcile that the status write started finish its few quick tries.
+    tokio::time::sleep(Duration::from_secs(1)).await;
     let calls = h
         .admin()
         .stats()
@@ -494,6 +522,53 @@ async fn a_rejected_token_has_its_own_reason() {
         .copied()
         .unwrap_or(0);
     assert_eq!(calls, later, "no hammering with a rejected token");
+}
+
+async fn readyz(h: &Harness) -> (u16, String) {
+    let addr = onepassword_operator::server::serve(
+        "127.0.0.1:0".parse().unwrap(),
+        onepassword_operator::server::probes_router(h.ctx.clone()),
+    )
+    .await
+    .unwrap();
+    let response = reqwest::get(format!("http://{addr}/readyz")).await.unwrap();
+    (response.status().as_u16(), response.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn a_token_written_to_the_token_file_is_used_without_a_restart() {
+    let h = harness!("token-file", Duration::from_millis(500));
+    // A token that Connect does not know: the first sync is refused, and /readyz says why.
+    std::fs::write(&h.token_file, "revoked-token").unwrap();
+    h.create("db", "vaults/Demo/items/Database").await;
+    h.ready_reason("db", "ConnectUnauthorized").await;
+    let (status, body) = readyz(&h).await;
+    assert_eq!(status, 503);
+    assert!(body.contains("rejects the token"), "{body}");
+    std::fs::write(&h.token_file, "op-token").unwrap();
+    h.ready_reason("db", "Synced").await;
+    assert_eq!(readyz(&h).await.0, 200);
+
+    // Revoked while synced: change detection pauses, and resumes as soon as a new token
+    // is mounted (not after the 5-minute pause).
+    h.admin()
+        .add_rule(&FaultRule {
+            operation: "*".into(),
+            status: Some(401),
+            message: Some("Invalid token signature".into()),
+            ..FaultRule::default()
+        })
+        .await
+        .unwrap();
+    h.condition_reason("db", "Synced", "ConnectUnauthorized").await;
+    assert_eq!(
+        ready(&h.items().get("db").await.unwrap()).unwrap().status,
+        "True",
+        "the Secret is intact"
+    );
+    h.admin().clear_faults().await.unwrap();
+    std::fs::write(&h.token_file, "writer-token").unwrap();
+    h.condition_reason("db", "Synced", "Confirmed").await;
 }
 
 #[tokio::test]

@@ -127,6 +127,19 @@ fn the_chart_lints_clean() {
 }
 
 #[test]
+fn template_without_kube_version_works_as_with_a_users_helm() {
+    // helm built without its release ldflags assumes Kubernetes v1.20 and refuses the
+    // chart's kubeVersion (>=1.33): users' helm does not.
+    let helm = helm!();
+    let output = run(
+        &helm,
+        &["template", "op", CHART, "--set", "connect.token.value=t"],
+        None,
+    );
+    assert!(output.status.success(), "{}", text(&output));
+}
+
+#[test]
 fn default_values_render_a_hardened_least_privilege_operator() {
     let helm = helm!();
     let docs = template(&helm, &["connect.token.value=s3cr3t-token"]);

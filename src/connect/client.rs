@@ -1,7 +1,9 @@
 //! HTTP client for every endpoint of the Connect API.
 
 use std::fmt;
-use std::sync::{Arc, Once};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Once, RwLock};
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
@@ -19,7 +21,9 @@ use super::metrics::ConnectMetrics;
 use super::models::{ActivityPage, ErrorBody, File, FullItem, Item, PatchOp, ServerHealth, Vault};
 
 /// How failed calls are retried: exponential backoff with full jitter, for transport
-/// errors, 5xx and 429 only. A `Retry-After` from the server replaces the computed delay.
+/// errors, 5xx, 408 and 429. A `Retry-After` from the server replaces the computed delay.
+/// 401 and 403 are retried [`AUTH_RETRIES`] times too: real servers answer them spuriously
+/// (a fresh server's first request; intermittent "token does not have access to vault").
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RetryPolicy {
     /// Retries after the first attempt; 0 disables retrying.
@@ -47,12 +51,19 @@ impl RetryPolicy {
     }
 }
 
+/// Quick retries of a 401 or 403 before it is taken as the server's answer.
+pub const AUTH_RETRIES: usize = 2;
+
 /// Everything needed to talk to one Connect server.
 #[derive(Clone)]
 pub struct ConnectConfig {
     /// Server root, e.g. `http://onepassword-connect:8080`.
     pub host: Url,
     pub token: SecretString,
+    /// Where the token came from: read again by [`ConnectClient::reload_token`] and after a
+    /// 401, so that a rotated token (kubelet updates a mounted Secret in place) is used
+    /// without a restart.
+    pub token_file: Option<PathBuf>,
     /// Whole-request timeout; the Go operator has none, which hangs reconciles.
     pub timeout: Duration,
     pub connect_timeout: Duration,
@@ -67,6 +78,7 @@ impl ConnectConfig {
         Self {
             host,
             token,
+            token_file: None,
             timeout: Duration::from_secs(15),
             connect_timeout: Duration::from_secs(5),
             ca_bundle_pem: None,
@@ -81,6 +93,7 @@ impl fmt::Debug for ConnectConfig {
         f.debug_struct("ConnectConfig")
             .field("host", &self.host.as_str())
             .field("token", &"<redacted>")
+            .field("token_file", &self.token_file)
             .field("timeout", &self.timeout)
             .field("connect_timeout", &self.connect_timeout)
             .field("ca_bundle_pem", &self.ca_bundle_pem.as_ref().map(|b| b.len()))
@@ -99,9 +112,18 @@ pub struct ConnectClient {
 struct Inner {
     http: reqwest::Client,
     base: Url,
-    authorization: HeaderValue,
+    authorization: RwLock<HeaderValue>,
+    token_file: Option<PathBuf>,
     retry: RetryPolicy,
     metrics: ConnectMetrics,
+    /// No request leaves before this instant: a 429's `Retry-After` holds for the whole
+    /// client (every clone), not only for the request that got it.
+    not_before: Mutex<Option<tokio::time::Instant>>,
+    /// The last authenticated answer was a 401.
+    token_rejected: AtomicBool,
+    /// Counts token changes, so that whoever must react to a new token (the poller) sees
+    /// it, whichever request happened to read the file first.
+    token_generation: AtomicU64,
 }
 
 impl fmt::Debug for ConnectClient {
@@ -188,11 +210,7 @@ impl ConnectClient {
                 config.host.as_str()
             )));
         }
-        let mut authorization = HeaderValue::from_str(&format!("Bearer {}", config.token.expose_secret().trim()))
-            .map_err(|_| {
-                ConnectError::Config("the Connect token contains characters not allowed in a header".into())
-            })?;
-        authorization.set_sensitive(true);
+        let authorization = authorization(&config.token)?;
         let mut builder = reqwest::Client::builder()
             .timeout(config.timeout)
             .connect_timeout(config.connect_timeout)
@@ -215,9 +233,13 @@ impl ConnectClient {
             inner: Arc::new(Inner {
                 http,
                 base: config.host,
-                authorization,
+                authorization: RwLock::new(authorization),
+                token_file: config.token_file,
                 retry: config.retry,
                 metrics,
+                not_before: Mutex::new(None),
+                token_rejected: AtomicBool::new(false),
+                token_generation: AtomicU64::new(0),
             }),
         })
     }
@@ -228,6 +250,43 @@ impl ConnectClient {
 
     pub fn base_url(&self) -> &Url {
         &self.inner.base
+    }
+
+    /// Whether Connect's last answer to an authenticated request was 401.
+    pub fn token_rejected(&self) -> bool {
+        self.inner.token_rejected.load(Ordering::Relaxed)
+    }
+
+    /// How many times the token changed since the client was built.
+    pub fn token_generation(&self) -> u64 {
+        self.inner.token_generation.load(Ordering::Relaxed)
+    }
+
+    /// Reads the token file again (when the token came from one); true when the token
+    /// changed. An unreadable or empty file keeps the current token.
+    pub fn reload_token(&self) -> bool {
+        let Some(path) = &self.inner.token_file else {
+            return false;
+        };
+        let Ok(text) = std::fs::read_to_string(path) else {
+            return false;
+        };
+        let token = text.trim();
+        if token.is_empty() {
+            return false;
+        }
+        let Ok(new) = authorization(&SecretString::from(token.to_owned())) else {
+            return false;
+        };
+        let mut current = self.inner.authorization.write().expect("token lock");
+        if current.as_bytes() == new.as_bytes() {
+            return false;
+        }
+        *current = new;
+        self.inner.token_generation.fetch_add(1, Ordering::Relaxed);
+        self.inner.token_rejected.store(false, Ordering::Relaxed);
+        tracing::info!(file = %path.display(), "the Connect token changed; using the new one");
+        true
     }
 
     // ----- vaults -----
@@ -417,23 +476,52 @@ impl ConnectClient {
             .with_jitter();
         let idempotent = call.idempotent();
         let url = self.url(&call);
-        (|| self.attempt(&call, url.clone()))
-            .retry(backoff)
-            .when(|err: &ConnectError| retryable(err, idempotent))
-            .adjust(|err: &ConnectError, delay| delay.map(|d| err.retry_after().unwrap_or(d)))
-            .notify(|err: &ConnectError, delay| {
-                tracing::debug!(endpoint = call.endpoint, error = %err, ?delay, "retrying Connect request");
-            })
-            .await
+        let auth_retries = AtomicUsize::new(0);
+        (|| async {
+            self.respect_retry_after().await;
+            self.attempt(&call, url.clone()).await
+        })
+        .retry(backoff)
+        .when(|err: &ConnectError| {
+            retryable(err, idempotent)
+                || (err.is_auth_failure() && auth_retries.fetch_add(1, Ordering::Relaxed) < AUTH_RETRIES)
+        })
+        .adjust(|err: &ConnectError, delay| delay.map(|d| err.retry_after().unwrap_or(d)))
+        .notify(|err: &ConnectError, delay| {
+            tracing::debug!(endpoint = call.endpoint, error = %err, ?delay, "retrying Connect request");
+        })
+        .await
     }
 
+    /// Waits out a `Retry-After` that any request of this client received.
+    async fn respect_retry_after(&self) {
+        loop {
+            let until = *self.inner.not_before.lock().expect("gate lock");
+            match until {
+                Some(until) if until > tokio::time::Instant::now() => tokio::time::sleep_until(until).await,
+                _ => return,
+            }
+        }
+    }
+
+    fn hold_off(&self, delay: Duration) {
+        let until = tokio::time::Instant::now() + delay;
+        let mut gate = self.inner.not_before.lock().expect("gate lock");
+        if gate.is_none_or(|current| current < until) {
+            *gate = Some(until);
+        }
+    }
+
+    /// One request. Readiness probes call this directly, so that a rate limit does not
+    /// read as an unreachable server.
     async fn attempt(&self, call: &Call<'_>, url: Url) -> Result<Answer, ConnectError> {
         let endpoint = call.endpoint;
+        let authorization = self.inner.authorization.read().expect("token lock").clone();
         let mut request = self
             .inner
             .http
             .request(call.method.clone(), url)
-            .header(AUTHORIZATION, self.inner.authorization.clone());
+            .header(AUTHORIZATION, authorization);
         if let Some(body) = &call.body {
             request = request.header(CONTENT_TYPE, "application/json").body(body.clone());
         }
@@ -451,10 +539,27 @@ impl ConnectClient {
             .bytes()
             .await
             .map_err(|source| ConnectError::Transport { endpoint, source })?;
+        let authenticated = !matches!(endpoint, "heartbeat" | "health" | "metrics");
         if status.is_success() {
+            if authenticated {
+                self.inner.token_rejected.store(false, Ordering::Relaxed);
+            }
             return Ok(Answer { headers, body });
         }
-        Err(error_from_response(endpoint, status, &headers, &body))
+        let error = error_from_response(endpoint, status, &headers, &body);
+        match &error {
+            ConnectError::RateLimited {
+                retry_after: Some(delay),
+                ..
+            } => self.hold_off(*delay),
+            ConnectError::Unauthorized { .. } if authenticated => {
+                self.inner.token_rejected.store(true, Ordering::Relaxed);
+                // The token may have been rotated since it was read: the retry uses the new one.
+                self.reload_token();
+            }
+            _ => {}
+        }
+        Err(error)
     }
 }
 
@@ -479,21 +584,29 @@ fn retryable(err: &ConnectError, idempotent: bool) -> bool {
     }
 }
 
+/// The `Authorization` header for a token, marked sensitive so that no debug output shows it.
+fn authorization(token: &SecretString) -> Result<HeaderValue, ConnectError> {
+    let mut value = HeaderValue::from_str(&format!("Bearer {}", token.expose_secret().trim()))
+        .map_err(|_| ConnectError::Config("the Connect token contains characters not allowed in a header".into()))?;
+    value.set_sensitive(true);
+    Ok(value)
+}
+
 fn decode<T: DeserializeOwned>(endpoint: &'static str, body: &[u8]) -> Result<T, ConnectError> {
-    serde_json::from_slice(body).map_err(|source| ConnectError::Decode { endpoint, source })
+    serde_json::from_slice(body).map_err(|error| ConnectError::decode(endpoint, &error))
 }
 
 fn error_from_response(endpoint: &'static str, status: StatusCode, headers: &HeaderMap, body: &[u8]) -> ConnectError {
+    // Connect's JSON error message is its documented error channel. Any other body (a
+    // proxy's HTML page, say) is described, never quoted: it could echo anything.
     let message = serde_json::from_slice::<ErrorBody>(body)
-        .map(|e| e.message)
+        .map(|e| e.message.chars().take(300).collect())
         .unwrap_or_else(|_| {
-            // A proxy in front of Connect may answer with HTML; keep a short, printable excerpt.
-            let text = String::from_utf8_lossy(body);
-            let text = text.trim();
-            if text.is_empty() {
-                status.canonical_reason().unwrap_or("no message").to_owned()
+            let reason = status.canonical_reason().unwrap_or("no message");
+            if body.is_empty() {
+                reason.to_owned()
             } else {
-                text.chars().take(200).collect()
+                format!("{reason} (a non-JSON body of {} bytes)", body.len())
             }
         });
     let retry_after = headers
@@ -561,9 +674,12 @@ mod tests {
             "get_item",
             StatusCode::BAD_GATEWAY,
             &headers,
-            b"<html>bad gateway</html>",
+            b"<html>s3cr3t echoed by a proxy</html>",
         );
-        assert!(matches!(&err, ConnectError::Server { status: 502, message, .. } if message.contains("bad gateway")));
+        assert!(
+            matches!(&err, ConnectError::Server { status: 502, message, .. } if message == "Bad Gateway (a non-JSON body of 37 bytes)"),
+            "{err}"
+        );
         let mut headers = HeaderMap::new();
         headers.insert(RETRY_AFTER, HeaderValue::from_static("3"));
         let err = error_from_response("get_item", StatusCode::TOO_MANY_REQUESTS, &headers, b"");

@@ -28,6 +28,9 @@ pub enum ConnectError {
         message: String,
         retry_after: Option<Duration>,
     },
+    /// 408: the server's sync with 1Password is not ready yet (`OP_SYNC_TIMEOUT`).
+    #[error("Connect is not ready yet ({endpoint}): {message}")]
+    NotReady { endpoint: &'static str, message: String },
     /// 5xx.
     #[error("Connect server error {status} ({endpoint}): {message}")]
     Server {
@@ -49,13 +52,10 @@ pub enum ConnectError {
         #[source]
         source: reqwest::Error,
     },
-    /// The body did not match the API schema.
-    #[error("cannot decode the Connect response ({endpoint})")]
-    Decode {
-        endpoint: &'static str,
-        #[source]
-        source: serde_json::Error,
-    },
+    /// The body did not match the API schema. `detail` says where, never what: serde's own
+    /// message would quote the offending value, which may be a secret.
+    #[error("cannot decode the Connect response ({endpoint}): {detail}")]
+    Decode { endpoint: &'static str, detail: String },
     /// The client was configured wrongly (bad host URL, unreadable CA bundle, bad token).
     #[error("invalid Connect client configuration: {0}")]
     Config(String),
@@ -69,6 +69,7 @@ impl ConnectError {
             401 => Self::Unauthorized { endpoint, message },
             403 => Self::Forbidden { endpoint, message },
             404 => Self::NotFound { endpoint, message },
+            408 => Self::NotReady { endpoint, message },
             413 => Self::PayloadTooLarge { endpoint, message },
             429 => Self::RateLimited {
                 endpoint,
@@ -95,6 +96,7 @@ impl ConnectError {
             Self::Unauthorized { .. } => Some(401),
             Self::Forbidden { .. } => Some(403),
             Self::NotFound { .. } => Some(404),
+            Self::NotReady { .. } => Some(408),
             Self::PayloadTooLarge { .. } => Some(413),
             Self::RateLimited { .. } => Some(429),
             Self::Server { status, .. } | Self::UnexpectedStatus { status, .. } => Some(*status),
@@ -102,12 +104,37 @@ impl ConnectError {
         }
     }
 
-    /// Transient failures worth retrying: transport errors, 5xx and 429. Never other 4xx.
+    /// Transient failures worth retrying: transport errors, 5xx, 408 and 429. Never other
+    /// 4xx (401 and 403 get a few quick retries of their own in the client).
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            Self::Transport { .. } | Self::Server { .. } | Self::RateLimited { .. }
+            Self::Transport { .. } | Self::Server { .. } | Self::NotReady { .. } | Self::RateLimited { .. }
         )
+    }
+
+    /// A failure that says nothing about the item: Connect is down, slow, not ready or
+    /// rate limiting.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            Self::Transport { .. } | Self::Server { .. } | Self::NotReady { .. }
+        )
+    }
+
+    /// Where a body failed to decode, without any of its content.
+    pub fn decode(endpoint: &'static str, error: &serde_json::Error) -> Self {
+        use serde_json::error::Category;
+        let what = match error.classify() {
+            Category::Io => "the body could not be read",
+            Category::Syntax => "the body is not valid JSON",
+            Category::Data => "a value has the wrong type or shape for the API schema",
+            Category::Eof => "the body ends too early",
+        };
+        Self::Decode {
+            endpoint,
+            detail: format!("{what} (line {}, column {})", error.line(), error.column()),
+        }
     }
 
     /// The server's `Retry-After`, if it sent one.
@@ -133,6 +160,7 @@ impl ConnectError {
             Self::Unauthorized { .. } => "unauthorized",
             Self::Forbidden { .. } => "forbidden",
             Self::NotFound { .. } => "not_found",
+            Self::NotReady { .. } => "not_ready",
             Self::BadRequest { .. } => "bad_request",
             Self::PayloadTooLarge { .. } => "payload_too_large",
             Self::RateLimited { .. } => "rate_limited",
@@ -151,7 +179,7 @@ mod tests {
 
     #[test]
     fn statuses_map_to_variants_and_back() {
-        for status in [400, 401, 403, 404, 413, 429, 500, 502, 503, 418] {
+        for status in [400, 401, 403, 404, 408, 413, 429, 500, 502, 503, 418] {
             let err = ConnectError::from_status("get_item", status, "m".into(), None);
             assert_eq!(err.status(), Some(status), "{err}");
         }
@@ -159,11 +187,26 @@ mod tests {
 
     #[test]
     fn only_transient_errors_are_retryable() {
-        let retryable: Vec<u16> = [400, 401, 403, 404, 413, 429, 500, 503, 418]
+        let retryable: Vec<u16> = [400, 401, 403, 404, 408, 413, 429, 500, 503, 418]
             .into_iter()
             .filter(|s| ConnectError::from_status("e", *s, String::new(), None).is_retryable())
             .collect();
-        assert_eq!(retryable, vec![429, 500, 503]);
+        assert_eq!(
+            retryable,
+            vec![408, 429, 500, 503],
+            "408: Connect's sync is not ready yet"
+        );
+    }
+
+    #[test]
+    fn decode_errors_say_where_but_never_what() {
+        let body = br#"{"id":"x","title":"t","version":1,"fields":[{"id":"f","value":31415926535897}]}"#;
+        let error = serde_json::from_slice::<crate::connect::models::FullItem>(body).unwrap_err();
+        assert!(error.to_string().contains("31415926535897"), "serde quotes the value");
+        let ours = ConnectError::decode("get_item", &error);
+        let shown = crate::error_chain(&ours);
+        assert!(!shown.contains("31415926535897"), "{shown}");
+        assert!(shown.contains("wrong type") && shown.contains("line 1"), "{shown}");
     }
 
     #[test]

@@ -4,10 +4,12 @@
 //! no write. Server-side apply (one field manager, forced) sets what we own; keys somebody
 //! added by hand belong to their manager and survive an apply, so they are removed with a
 //! second patch. A Secret's type cannot change in place: it is deleted (with uid and
-//! resourceVersion preconditions) and created again.
+//! resourceVersion preconditions) and created again, but only after a server-side dry run
+//! has shown that the apiserver accepts the new Secret, and the old one is put back if the
+//! create fails all the same: a type change never leaves the workload without its Secret.
 
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use serde_json::{Map, Value};
 
 use super::error::Error;
@@ -130,26 +132,11 @@ pub async fn apply_secret(api: &Api<Secret>, existing: Option<&Secret>, desired:
         let created = api
             .patch(name, &params, &Patch::Apply(desired))
             .await
-            .map_err(Error::kube("create Secret"))?;
+            .map_err(write_error("create Secret", desired))?;
         return Ok(Applied::new(Write::Created, &created));
     };
     if type_of(existing) != type_of(desired) {
-        let preconditions = Preconditions {
-            uid: existing.metadata.uid.clone(),
-            resource_version: existing.metadata.resource_version.clone(),
-        };
-        let params_delete = DeleteParams {
-            preconditions: Some(preconditions),
-            ..DeleteParams::default()
-        };
-        api.delete(name, &params_delete)
-            .await
-            .map_err(Error::kube("delete Secret to change its type"))?;
-        let created = api
-            .patch(name, &params, &Patch::Apply(desired))
-            .await
-            .map_err(Error::kube("create Secret with its new type"))?;
-        return Ok(Applied::new(Write::Recreated, &created));
+        return recreate(api, existing, desired).await;
     }
     if !needs_write(existing, desired) {
         return Ok(Applied::new(Write::Unchanged, existing));
@@ -157,7 +144,7 @@ pub async fn apply_secret(api: &Api<Secret>, existing: Option<&Secret>, desired:
     let mut written = api
         .patch(name, &params, &Patch::Apply(desired))
         .await
-        .map_err(Error::kube("update Secret"))?;
+        .map_err(write_error("update Secret", desired))?;
     let extra = extra_keys(existing, desired);
     if !extra.is_empty() {
         let removals: Map<String, Value> = extra.into_iter().map(|k| (k, Value::Null)).collect();
@@ -171,6 +158,69 @@ pub async fn apply_secret(api: &Api<Secret>, existing: Option<&Secret>, desired:
         == desired.metadata.annotations.as_ref().and_then(|a| a.get(ITEM_VERSION));
     let write = if same_version { Write::Repaired } else { Write::Updated };
     Ok(Applied::new(write, &written))
+}
+
+/// A 422 means the apiserver refuses this Secret (say `kubernetes.io/tls` without
+/// `tls.crt`): a problem of the resource, reported as such. Anything else is a failed call.
+fn write_error(action: &'static str, desired: &Secret) -> impl FnOnce(kube::Error) -> Error {
+    let secret_type = type_of(desired).to_owned();
+    move |source| match source {
+        kube::Error::Api(e) if e.code == 422 => Error::SecretRejected {
+            secret_type,
+            message: e.message,
+        },
+        source => Error::Kube { action, source },
+    }
+}
+
+/// Changes a Secret's type, which Kubernetes only allows by deleting and creating it.
+async fn recreate(api: &Api<Secret>, existing: &Secret, desired: &Secret) -> Result<Applied, Error> {
+    let name = desired.metadata.name.as_deref().expect("desired Secrets have a name");
+    // Would the apiserver take the new Secret? Asked without touching the old one: a dry-run
+    // create under a generated name, so that the existing name cannot conflict.
+    let mut probe = desired.clone();
+    probe.metadata.name = None;
+    probe.metadata.generate_name = Some(format!("{}-", &name[..name.len().min(200)]));
+    api.create(
+        &PostParams {
+            dry_run: true,
+            ..PostParams::default()
+        },
+        &probe,
+    )
+    .await
+    .map_err(write_error("check the Secret with its new type", desired))?;
+
+    let preconditions = Preconditions {
+        uid: existing.metadata.uid.clone(),
+        resource_version: existing.metadata.resource_version.clone(),
+    };
+    let params_delete = DeleteParams {
+        preconditions: Some(preconditions),
+        ..DeleteParams::default()
+    };
+    api.delete(name, &params_delete)
+        .await
+        .map_err(Error::kube("delete Secret to change its type"))?;
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    match api.patch(name, &params, &Patch::Apply(desired)).await {
+        Ok(created) => Ok(Applied::new(Write::Recreated, &created)),
+        Err(failure) => {
+            // Put the old Secret back, as it was, before reporting the failure.
+            let mut old = existing.clone();
+            let meta = &mut old.metadata;
+            (
+                meta.uid,
+                meta.resource_version,
+                meta.creation_timestamp,
+                meta.managed_fields,
+            ) = (None, None, None, None);
+            if let Err(restore) = api.create(&PostParams::default(), &old).await {
+                tracing::error!(secret = %name, error = %restore, "cannot restore the Secret after a failed type change");
+            }
+            Err(write_error("create Secret with its new type", desired)(failure))
+        }
+    }
 }
 
 #[cfg(test)]

@@ -30,6 +30,11 @@ pub enum Error {
     )]
     SecretConflict { name: String },
 
+    #[error(
+        "the Kubernetes API refuses the Secret with type {secret_type}; the existing Secret is kept as it is: {message}"
+    )]
+    SecretRejected { secret_type: String, message: String },
+
     #[error("{source}")]
     SecretTooLarge {
         #[source]
@@ -59,10 +64,11 @@ impl Error {
                 ConnectError::Unauthorized { .. } => "ConnectUnauthorized",
                 ConnectError::Forbidden { .. } => "ConnectForbidden",
                 ConnectError::RateLimited { .. } => "ConnectRateLimited",
-                ConnectError::Transport { .. } | ConnectError::Server { .. } => "ConnectUnavailable",
+                source if source.is_unavailable() => "ConnectUnavailable",
                 _ => "ConnectError",
             },
             Self::SecretConflict { .. } => "SecretConflict",
+            Self::SecretRejected { .. } => "SecretRejected",
             Self::SecretTooLarge { .. } => "SecretTooLarge",
             Self::Kube { .. } => "KubernetesError",
         }
@@ -76,6 +82,7 @@ impl Error {
             Self::ItemNotFound { .. } => "item_not_found",
             Self::Connect { source } => source.metric_label(),
             Self::SecretConflict { .. } => "secret_conflict",
+            Self::SecretRejected { .. } => "secret_rejected",
             Self::SecretTooLarge { .. } => "secret_too_large",
             Self::Kube { .. } => "kubernetes",
         }
@@ -85,7 +92,7 @@ impl Error {
     pub fn needs_a_person(&self) -> bool {
         match self {
             Self::Connect { source } => source.is_auth_failure(),
-            Self::InvalidItemPath { .. } | Self::SecretTooLarge { .. } => true,
+            Self::InvalidItemPath { .. } | Self::SecretTooLarge { .. } | Self::SecretRejected { .. } => true,
             _ => false,
         }
     }

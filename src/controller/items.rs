@@ -45,16 +45,17 @@ impl ItemCache {
             .clone()
     }
 
-    /// The item, from cache when present, else from Connect.
-    pub async fn get(&self, client: &ConnectClient, key: &ItemKey) -> Result<Arc<CachedItem>, ConnectError> {
+    /// The item, from cache when present, else from Connect; `true` when this call read it
+    /// from Connect (proof that Connect answers for its vault right now).
+    pub async fn get(&self, client: &ConnectClient, key: &ItemKey) -> Result<(Arc<CachedItem>, bool), ConnectError> {
         let slot = self.slot(key);
         let mut cached = slot.lock().await;
         if let Some(item) = cached.as_ref() {
-            return Ok(item.clone());
+            return Ok((item.clone(), false));
         }
         let fetched = Arc::new(fetch(client, key, cached.as_deref()).await?);
         *cached = Some(fetched.clone());
-        Ok(fetched)
+        Ok((fetched, true))
     }
 
     /// The cached item, whatever its age, without calling Connect.

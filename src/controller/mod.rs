@@ -333,7 +333,7 @@ async fn resolve_and_fetch(
     ctx: &Context,
     vault_ref: &str,
     item_ref: &str,
-) -> Result<(ItemKey, Option<Vec<String>>, Arc<CachedItem>), Error> {
+) -> Result<(ItemKey, Option<Vec<String>>, Arc<CachedItem>, bool), Error> {
     let vault = resolve_vault(&ctx.connect, vault_ref)
         .await
         .map_err(|source| match source {
@@ -358,8 +358,9 @@ async fn resolve_and_fetch(
         vault_id: vault.id,
         item_id: item.id,
     };
-    let cached = ctx.items.get(&ctx.connect, &key).await.map_err(not_found)?;
-    Ok((key, Some(item.also_matched), cached))
+    let (cached, _) = ctx.items.get(&ctx.connect, &key).await.map_err(not_found)?;
+    // Resolving the path read Connect just now.
+    Ok((key, Some(item.also_matched), cached, true))
 }
 
 async fn sync(opi: &OnePasswordItem, namespace: &str, ctx: &Context) -> Result<Synced, Error> {
@@ -378,9 +379,9 @@ async fn sync(opi: &OnePasswordItem, namespace: &str, ctx: &Context) -> Result<S
                 item_id: s.item_id.clone()?,
             })
         });
-    let (key, ambiguous_with, cached) = match reusable {
+    let (key, ambiguous_with, cached, read_now) = match reusable {
         Some(key) => match ctx.items.get(&ctx.connect, &key).await {
-            Ok(cached) => (key, None, cached),
+            Ok((cached, fetched)) => (key, None, cached, fetched),
             // Deleted, or replaced by an item with the same title: look the path up again.
             Err(err) if err.is_not_found() => {
                 debug!("cached item id not found; resolving the item path again");
@@ -414,8 +415,13 @@ async fn sync(opi: &OnePasswordItem, namespace: &str, ctx: &Context) -> Result<S
     .map_err(|source| Error::SecretTooLarge { source })?;
 
     let (write, item_version) = apply_step(ctx, opi, namespace, &built, &cached.item).await?;
-    // The Secret matches what we last saw, but whether that is still current is unknown.
-    let connect_failure = ctx.vault_failure(&key.vault_id);
+    // From cache while the poller cannot reach the vault: the Secret matches what we last
+    // saw, but whether that is still current is unknown. Read from Connect now: it is.
+    let connect_failure = if read_now {
+        None
+    } else {
+        ctx.vault_failure(&key.vault_id)
+    };
     Ok(Synced {
         item_path,
         connect_failure,
@@ -541,7 +547,7 @@ pub async fn run(ctx: Arc<Context>) {
         let ns = namespace.as_deref();
         let items: Api<OnePasswordItem> = scoped_api(&ctx.client, ns);
         let secrets: Api<PartialObjectMeta<Secret>> = scoped_api(&ctx.client, ns);
-        let (trigger, triggered) = futures::channel::mpsc::channel(4096);
+        let (trigger, triggered) = futures::channel::mpsc::unbounded();
         senders.insert(namespace.clone(), trigger);
         let span = tracing::info_span!("controller", namespace = ns.unwrap_or("*"));
         // The cache holds every OnePasswordItem: without managedFields and kubectl's copy of

@@ -26,7 +26,10 @@ pub struct Harness {
     pub ctx: Arc<Context>,
     /// The first vault of the data.
     pub vault_id: String,
+    /// The file the operator reads its Connect token from (`op-token`), as in a pod.
+    pub token_file: std::path::PathBuf,
     task: tokio::task::JoinHandle<()>,
+    _token_dir: tempfile::TempDir,
 }
 
 impl Drop for Harness {
@@ -77,7 +80,11 @@ pub async fn harness_with(
         max_delay: Duration::from_millis(50),
     };
     let metrics = Arc::new(Metrics::default());
+    let token_dir = tempfile::tempdir().unwrap();
+    let token_file = token_dir.path().join("token");
+    std::fs::write(&token_file, "op-token\n").unwrap();
     let mut op_config = ConnectConfig::new(sim.url(), SecretString::from("op-token"));
+    op_config.token_file = Some(token_file.clone());
     op_config.retry = retry;
     let connect = ConnectClient::with_metrics(op_config, metrics.connect.clone()).unwrap();
     let mut settings = Settings {
@@ -98,7 +105,9 @@ pub async fn harness_with(
         writer,
         ctx,
         vault_id,
+        token_file,
         task,
+        _token_dir: token_dir,
     })
 }
 
