@@ -1,5 +1,6 @@
-//! Leader election with two operator processes: exactly one writes, and when the leader dies
-//! (SIGKILL, no release) the other takes over within the lease duration.
+//! Leader election with two operator processes: exactly one writes; when the leader dies
+//! (SIGKILL, no release) the other takes over within the lease duration, and when it shuts
+//! down (SIGTERM, a rolling upgrade) within seconds.
 
 mod support;
 
@@ -46,6 +47,17 @@ fn operator(
     ns: &str,
     logs: &std::path::Path,
 ) -> Operator {
+    operator_with_lease(name, kubeconfig, connect, ns, logs, LEASE_SECONDS)
+}
+
+fn operator_with_lease(
+    name: &'static str,
+    kubeconfig: &std::path::Path,
+    connect: &str,
+    ns: &str,
+    logs: &std::path::Path,
+    lease_seconds: u64,
+) -> Operator {
     let (metrics, probes) = (local_cluster::free_port().unwrap(), local_cluster::free_port().unwrap());
     let log = std::fs::File::create(logs.join(format!("{name}.log"))).unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_onepassword-operator"))
@@ -58,7 +70,7 @@ fn operator(
         .env("LEADER_ELECT", "true")
         .env("POD_NAMESPACE", ns)
         .env("POD_NAME", name)
-        .env("LEADER_ELECTION_LEASE_DURATION", LEASE_SECONDS.to_string())
+        .env("LEADER_ELECTION_LEASE_DURATION", lease_seconds.to_string())
         .env("METRICS_BIND_ADDRESS", format!("127.0.0.1:{metrics}"))
         .env("HEALTH_PROBE_BIND_ADDRESS", format!("127.0.0.1:{probes}"))
         .env("LOG_LEVEL", "info")
@@ -192,4 +204,56 @@ async fn exactly_one_replica_writes_and_the_other_takes_over() {
     .await;
     assert!(ok_reconciles(&b).await >= 1.0);
     let _ = b.name;
+}
+
+#[tokio::test]
+async fn a_leader_that_shuts_down_hands_over_within_seconds() {
+    const LONG_LEASE: u64 = 15;
+    let Some(cluster) = support::cluster() else { return };
+    let kube = cluster.admin_client().unwrap();
+    let ns = support::namespace(&kube, "handover").await;
+    let sim = sim::start(
+        SimConfig::new(support::harness::sim_data(DATA)),
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let kubeconfig = work.path().join("kubeconfig");
+    cluster.write_kubeconfig(&Identity::Admin, &kubeconfig).unwrap();
+    let connect = sim.url().to_string();
+    let a = operator_with_lease("op-a", &kubeconfig, &connect, &ns, work.path(), LONG_LEASE);
+    let leases: Api<Lease> = Api::namespaced(kube.clone(), &ns);
+    support::wait_for("op-a holds the lease", Duration::from_secs(20), async || {
+        holder(&leases).await.filter(|h| h == "op-a")
+    })
+    .await;
+    let b = operator_with_lease("op-b", &kubeconfig, &connect, &ns, work.path(), LONG_LEASE);
+    support::wait_for("op-b serves metrics", Duration::from_secs(10), async || {
+        reqwest::get(&b.metrics).await.ok()
+    })
+    .await;
+    // Let op-b settle as a standby: it read the lease and sleeps towards its expiry.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // A rolling upgrade: the leader gets SIGTERM, releases the lease and exits.
+    let terminated_at = Instant::now();
+    let status = Command::new("kill")
+        .args(["-TERM", &a.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    support::wait_for(
+        "op-b takes the lease",
+        Duration::from_secs(LONG_LEASE + 5),
+        async || holder(&leases).await.filter(|h| h == "op-b"),
+    )
+    .await;
+    let handover = terminated_at.elapsed();
+    eprintln!("handover after SIGTERM took {handover:?} with a {LONG_LEASE}s lease");
+    assert!(
+        handover <= Duration::from_secs(3),
+        "handover took {handover:?}; the standby must not wait for the lease to expire"
+    );
+    drop(a);
 }
