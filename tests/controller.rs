@@ -391,6 +391,46 @@ async fn a_hand_edit_is_repaired_within_a_second_without_calling_connect() {
 }
 
 #[tokio::test]
+async fn a_writer_that_fights_the_operator_gets_slower_repairs_and_few_events() {
+    let h = harness!("fight");
+    h.create("db", "vaults/Demo/items/Database").await;
+    h.ready_reason("db", "Synced").await;
+    // Another controller rewrites the Secret every 100 ms for 8 s.
+    let hacked = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, "hacked");
+    let edit = json!({ "data": { "password": hacked } });
+    let started = Instant::now();
+    let mut edits = 0;
+    while started.elapsed() < Duration::from_secs(8) {
+        h.secrets()
+            .patch("db", &PatchParams::default(), &Patch::Merge(&edit))
+            .await
+            .unwrap();
+        edits += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let opi = h.items().get("db").await.unwrap();
+    assert_eq!(
+        ready(&opi).and_then(|c| c.reason.as_deref()),
+        Some("RepairBackoff"),
+        "{:?}",
+        opi.status
+    );
+    let repaired: Vec<_> = h
+        .events_for("db")
+        .await
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("Repaired"))
+        .collect();
+    assert_eq!(repaired.len(), 1, "{edits} edits, one Event (one per minute at most)");
+    // Once the writer stops, the Secret is put back when the backoff ends.
+    h.secret_where("db", Duration::from_secs(40), |s| {
+        value(s, "password").as_deref() == Some("s3cr3t-pass-1")
+    })
+    .await;
+    h.ready_reason("db", "Synced").await;
+}
+
+#[tokio::test]
 async fn a_deleted_secret_is_put_back() {
     let h = harness!("drift-delete");
     h.create("db", "vaults/Demo/items/Database").await;

@@ -108,6 +108,19 @@ pub fn needs_write(existing: &Secret, desired: &Secret) -> bool {
         || owner_missing
 }
 
+/// Whether writing `desired` over `existing` would undo a change made outside the operator:
+/// it differs, but not because the item changed (same item version, same type).
+pub fn is_repair(existing: &Secret, desired: &Secret) -> bool {
+    let version = |s: &Secret| {
+        s.metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(ITEM_VERSION))
+            .cloned()
+    };
+    type_of(existing) == type_of(desired) && version(existing) == version(desired) && needs_write(existing, desired)
+}
+
 /// What an apply did, and the `resourceVersion` the Secret has afterwards.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Applied {
@@ -154,9 +167,11 @@ pub async fn apply_secret(api: &Api<Secret>, existing: Option<&Secret>, desired:
             .await
             .map_err(Error::kube("remove extra keys from Secret"))?;
     }
-    let same_version = existing.metadata.annotations.as_ref().and_then(|a| a.get(ITEM_VERSION))
-        == desired.metadata.annotations.as_ref().and_then(|a| a.get(ITEM_VERSION));
-    let write = if same_version { Write::Repaired } else { Write::Updated };
+    let write = if is_repair(existing, desired) {
+        Write::Repaired
+    } else {
+        Write::Updated
+    };
     Ok(Applied::new(write, &written))
 }
 

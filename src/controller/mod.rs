@@ -14,6 +14,7 @@ pub mod apply;
 pub mod error;
 pub mod items;
 pub mod known;
+pub mod repairs;
 pub mod status;
 
 use std::collections::{BTreeMap, HashMap};
@@ -96,6 +97,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     pub restarter: Arc<crate::restart::Restarter>,
     events: EventPublisher,
+    /// Repairs of Secrets that something keeps changing: backed off, Events aggregated.
+    repairs: repairs::RepairThrottle,
     failures: Mutex<HashMap<ObjectRef<OnePasswordItem>, u32>>,
     /// Vaults the poller could not check last time, and why.
     vault_failures: Mutex<HashMap<String, status::ConnectFailure>>,
@@ -109,6 +112,7 @@ impl Context {
         Self {
             restarter: crate::restart::Restarter::new(client.clone(), events.clone(), settings.auto_restart),
             events,
+            repairs: repairs::RepairThrottle::default(),
             client,
             connect,
             items: ItemCache::default(),
@@ -273,9 +277,13 @@ pub async fn reconcile(opi: Arc<OnePasswordItem>, ctx: Arc<Context>) -> Result<A
     };
     ctx.metrics.reconciled(result, started.elapsed());
     match outcome {
-        Ok(_) => {
+        Ok(synced) => {
             ctx.succeeded(&opi);
-            Ok(Action::requeue(ctx.settings.resync_interval))
+            match synced.write {
+                // Something keeps changing the Secret: the repair is made when the wait is over.
+                Write::RepairDelayed(wait) => Ok(Action::requeue(wait)),
+                _ => Ok(Action::requeue(ctx.settings.resync_interval)),
+            }
         }
         Err(error) => Err(error),
     }
@@ -415,6 +423,9 @@ async fn sync(opi: &OnePasswordItem, namespace: &str, ctx: &Context) -> Result<S
     .map_err(|source| Error::SecretTooLarge { source })?;
 
     let (write, item_version) = apply_step(ctx, opi, namespace, &built, &cached.item).await?;
+    let repair_event = (write == Write::Repaired)
+        .then(|| ctx.repairs.repaired(namespace, &name, Instant::now()))
+        .flatten();
     // From cache while the poller cannot reach the vault: the Secret matches what we last
     // saw, but whether that is still current is unknown. Read from Connect now: it is.
     let connect_failure = if read_now {
@@ -433,6 +444,7 @@ async fn sync(opi: &OnePasswordItem, namespace: &str, ctx: &Context) -> Result<S
         collisions: built.collisions,
         skipped: built.skipped,
         ambiguous_with,
+        repair_event,
     })
 }
 
@@ -480,6 +492,19 @@ async fn apply_step(
         }
         _ => {}
     }
+    // A Secret deleted by hand after a sync is put back: a repair, not a creation.
+    let synced_before = opi
+        .status
+        .as_ref()
+        .is_some_and(|s| s.item_version == Some(item.version));
+    let repair = match &existing {
+        Some(secret) => apply::is_repair(secret, &built.secret),
+        None => synced_before,
+    };
+    if repair && let Some(wait) = ctx.repairs.wait_before_repair(namespace, &name, Instant::now()) {
+        ctx.known.forget(namespace, &name);
+        return Ok((Write::RepairDelayed(wait), item.version));
+    }
     let applied = apply::apply_secret(&secrets, existing.as_ref(), &built.secret).await?;
     if let Some(existing) = &existing
         && existing.finalizers().iter().any(|f| f == LEGACY_FINALIZER)
@@ -503,11 +528,6 @@ async fn apply_step(
             item_version: item.version,
         });
     }
-    // A Secret deleted by hand after a sync is put back: a repair, not a creation.
-    let synced_before = opi
-        .status
-        .as_ref()
-        .is_some_and(|s| s.item_version == Some(item.version));
     let write = if applied.write == Write::Created && synced_before {
         Write::Repaired
     } else {

@@ -11,6 +11,7 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::error::Error;
+use super::repairs::RepairReport;
 use crate::crd::{ItemCondition, OnePasswordItemStatus};
 use crate::secret::{Collision, Source};
 
@@ -34,6 +35,8 @@ pub enum Write {
     Unchanged,
     /// The item has the ignore tag: the Secret was left as it is.
     Frozen,
+    /// Something keeps changing the Secret: the next repair waits this long.
+    RepairDelayed(std::time::Duration),
 }
 
 impl Write {
@@ -77,6 +80,9 @@ pub struct Synced {
     /// Other items with the chosen item's title; `None` when the resolution was reused
     /// from status and not looked up again.
     pub ambiguous_with: Option<Vec<String>>,
+    /// For a repair: `Some` when an Event should report it (and the repairs since the last
+    /// one); `None` while repairs of a Secret under attack are aggregated.
+    pub repair_event: Option<RepairReport>,
 }
 
 fn truncate(message: String) -> String {
@@ -183,8 +189,9 @@ pub fn next_status(
     let conditions = &mut next.conditions;
     match outcome {
         Ok(synced) => {
-            let (reason, message) = if synced.write == Write::Frozen {
-                (
+            let (ready, reason, message) = match synced.write {
+                Write::Frozen => (
+                    "True",
                     "Frozen",
                     format!(
                         "the item has the tag {}: Secret {} keeps item version {}; remove the tag to resume syncing",
@@ -192,17 +199,28 @@ pub fn next_status(
                         synced.secret_name,
                         synced.item_version
                     ),
-                )
-            } else {
-                (
+                ),
+                // Kept the same while the fight lasts, so that it costs no status writes.
+                Write::RepairDelayed(_) => (
+                    "False",
+                    "RepairBackoff",
+                    format!(
+                        "something keeps changing Secret {} outside the operator; repairs to item version {} now wait up to {} s each",
+                        synced.secret_name,
+                        synced.item_version,
+                        super::repairs::MAX_DELAY.as_secs()
+                    ),
+                ),
+                _ => (
+                    "True",
                     "Synced",
                     format!(
                         "Secret {} holds item version {}",
                         synced.secret_name, synced.item_version
                     ),
-                )
+                ),
             };
-            set_condition(conditions, READY, "True", reason, message, generation, now);
+            set_condition(conditions, READY, ready, reason, message, generation, now);
             match &synced.connect_failure {
                 Some(failure) => set_condition(
                     conditions,
@@ -323,10 +341,33 @@ pub fn events(
             match synced.write {
                 Write::Created => out.push(normal("Created", format!("Created {what}"))),
                 Write::Updated => out.push(normal("Updated", format!("Updated {what}"))),
-                Write::Repaired => out.push(normal(
-                    "Repaired",
-                    format!("Restored {what} after a change made outside the operator"),
-                )),
+                Write::Repaired => match synced.repair_event {
+                    Some(RepairReport {
+                        repairs: 1,
+                        backing_off: false,
+                    }) => out.push(normal(
+                        "Repaired",
+                        format!("Restored {what} after a change made outside the operator"),
+                    )),
+                    Some(report) => {
+                        let backoff = if report.backing_off {
+                            format!(
+                                ", so further repairs wait (up to {} s each)",
+                                super::repairs::MAX_DELAY.as_secs()
+                            )
+                        } else {
+                            String::new()
+                        };
+                        out.push(warning(
+                            "Repaired",
+                            format!(
+                                "Restored {what} {} times since the last report: something keeps changing this Secret{backoff}",
+                                report.repairs
+                            ),
+                        ));
+                    }
+                    None => {}
+                },
                 Write::Recreated => out.push(normal(
                     "Recreated",
                     format!("Recreated {what} because its type changed"),
@@ -389,6 +430,10 @@ mod tests {
             collisions: vec![],
             skipped: vec![],
             ambiguous_with: Some(vec![]),
+            repair_event: Some(RepairReport {
+                repairs: 1,
+                backing_off: false,
+            }),
         }
     }
 
