@@ -103,7 +103,11 @@ pub async fn run_as_leader<W: Future<Output = ()>>(
 /// Returns once the Lease, having had a holder, has none: its holder released it.
 async fn released(leases: Api<Lease>, name: &str) {
     let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
-    let mut events = std::pin::pin!(watcher::watcher(leases, config).default_backoff().applied_objects());
+    let mut events = std::pin::pin!(
+        watcher::watcher(leases, config)
+            .backoff(crate::controller::watch_backoff())
+            .applied_objects()
+    );
     let mut held = false;
     while let Some(event) = events.next().await {
         let Ok(lease) = event else { continue };

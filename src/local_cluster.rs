@@ -198,6 +198,8 @@ pub struct LocalCluster {
     pub startup: Duration,
     admin_token: String,
     user_token: String,
+    /// How kube-apiserver was started, to start it again.
+    apiserver_command: (PathBuf, Vec<String>),
     // Declared before `work` so that the processes stop before their directory goes.
     apiserver: Supervised,
     etcd: Supervised,
@@ -403,13 +405,9 @@ impl LocalCluster {
             "--enable-admission-plugins=OwnerReferencesPermissionEnforcement".into(),
             "--enable-priority-and-fairness=false".into(),
         ];
-        let mut apiserver = Supervised::spawn(
-            "kube-apiserver",
-            dir,
-            &binaries.path("kube-apiserver"),
-            &api_args,
-            false,
-        )?;
+        let apiserver_command = (binaries.path("kube-apiserver"), api_args);
+        let mut apiserver =
+            Supervised::spawn("kube-apiserver", dir, &apiserver_command.0, &apiserver_command.1, false)?;
 
         let server = format!("https://127.0.0.1:{api_port}");
         crate::connect::client::install_crypto_provider();
@@ -458,10 +456,44 @@ impl LocalCluster {
             startup: started.elapsed(),
             admin_token,
             user_token,
+            apiserver_command,
             apiserver,
             etcd,
             work,
         })
+    }
+
+    /// Stops kube-apiserver, keeps it down for `down`, starts it again on the same port and
+    /// waits for `/readyz`; returns when it is ready (for availability tests).
+    pub async fn restart_apiserver(&mut self, down: Duration) -> Result<(), String> {
+        self.apiserver.stop();
+        tokio::time::sleep(down).await;
+        let (program, args) = &self.apiserver_command;
+        self.apiserver = Supervised::spawn("kube-apiserver", self.work.path(), program, args, false)?;
+        let http = reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_der(&self.ca_der).map_err(|e| e.to_string())?)
+            .timeout(Duration::from_secs(5))
+            .build()
+            .map_err(|e| e.to_string())?;
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            let ready = http
+                .get(format!("{}/readyz", self.server))
+                .bearer_auth(&self.admin_token)
+                .send()
+                .await;
+            if matches!(&ready, Ok(r) if r.status().is_success()) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "kube-apiserver not ready again after {}s; its log ends with:\n{}",
+                    READY_TIMEOUT.as_secs(),
+                    self.apiserver.log_tail()
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     fn token(&self, identity: &Identity) -> String {

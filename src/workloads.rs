@@ -275,6 +275,7 @@ pub async fn run<K: Workload>(
             items,
             watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}")),
         )
+        .trigger_backoff(crate::controller::watch_backoff())
         .shutdown_on_signal()
         .run(reconcile::<K>, error_policy::<K>, ctx)
         .for_each(|result| async move {

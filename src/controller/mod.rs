@@ -536,6 +536,22 @@ async fn apply_step(
     Ok((write, item.version))
 }
 
+/// How a watch that lost the apiserver tries again: after 0.1 s at first, then at most every
+/// 1 s (2 s with jitter). kube's default (client-go's) grows to 30 s, which left drift repair
+/// blind for up to 46 s after an apiserver restart; the few watches of one operator cost a
+/// recovering apiserver little.
+pub fn watch_backoff() -> impl kube::runtime::utils::Backoff {
+    let retries = backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(Duration::from_secs(1))
+        .with_jitter()
+        .without_max_times();
+    kube::runtime::utils::ResetTimerBackoff::new(
+        kube::runtime::watcher::ExponentialBackoff::from(retries),
+        Duration::from_secs(60),
+    )
+}
+
 /// An `Api` over one namespace, or over all of them.
 fn scoped_api<K>(client: &kube::Client, namespace: Option<&str>) -> Api<K>
 where
@@ -574,7 +590,7 @@ pub async fn run(ctx: Arc<Context>) {
         // the last applied manifest, which are large and unused.
         let (store, writer) = kube::runtime::reflector::store();
         let items_stream = watcher::watcher(items.clone(), watcher::Config::default())
-            .default_backoff()
+            .backoff(watch_backoff())
             .modify(|o: &mut OnePasswordItem| {
                 o.managed_fields_mut().clear();
                 o.annotations_mut().remove(LAST_APPLIED);
@@ -586,7 +602,7 @@ pub async fn run(ctx: Arc<Context>) {
         // cache keeps names, versions and owners only.
         let (secret_store, secret_writer) = kube::runtime::reflector::store();
         let secrets_stream = watcher::watcher(secrets, watcher::Config::default().labels(&selector))
-            .default_backoff()
+            .backoff(watch_backoff())
             .modify(|secret: &mut PartialObjectMeta<Secret>| {
                 let meta = &mut secret.metadata;
                 (meta.managed_fields, meta.annotations, meta.labels) = (None, None, None);
@@ -597,6 +613,8 @@ pub async fn run(ctx: Arc<Context>) {
         let controller = Controller::for_stream(items_stream, store.clone())
             .owns_stream(secrets_stream)
             .reconcile_on(triggered)
+            // The Controller backs off its trigger streams once more, by default up to 30 s.
+            .trigger_backoff(watch_backoff())
             .with_config(ControllerConfig::default().concurrency(ctx.settings.concurrency))
             .shutdown_on_signal();
         let run = controller
