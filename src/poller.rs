@@ -141,6 +141,8 @@ pub struct Poller {
     seen: HashMap<String, VaultSeen>,
     /// The Connect token generation the last poll used.
     token_generation: u64,
+    /// Cached items that no resource referenced at the last poll.
+    unreferenced_items: HashSet<ItemKey>,
 }
 
 /// What one poll found, for logs and tests.
@@ -161,6 +163,7 @@ impl Poller {
             triggers,
             seen: HashMap::new(),
             token_generation: 0,
+            unreferenced_items: HashSet::new(),
         }
     }
 
@@ -261,6 +264,23 @@ impl Poller {
                 .retain(|namespace, name| owners.contains(&(namespace, name)));
         }
         let tracked = tracked(&objects);
+        // Items no resource points at any more (deleted, or moved to another item) are let
+        // go at the second poll that finds them so: a resource synced a moment ago may not
+        // show its ids in the watch cache yet.
+        let referenced: HashSet<(&str, &str)> = tracked.iter().map(|t| (t.vault_id, t.item_id)).collect();
+        let unreferenced: HashSet<ItemKey> = self
+            .ctx
+            .items
+            .keys()
+            .into_iter()
+            .filter(|k| !referenced.contains(&(k.vault_id.as_str(), k.item_id.as_str())))
+            .collect();
+        let before = std::mem::replace(&mut self.unreferenced_items, unreferenced);
+        if !before.is_empty() {
+            self.ctx
+                .items
+                .retain(|key| !(before.contains(key) && self.unreferenced_items.contains(key)));
+        }
         let vaults: BTreeSet<String> = tracked.iter().map(|t| t.vault_id.to_owned()).collect();
         self.seen.retain(|vault, _| vaults.contains(vault));
         let mut report = PollReport {

@@ -644,7 +644,11 @@ async fn an_oversized_item_is_refused_and_the_old_secret_stays() {
         .await
         .unwrap();
     let opi = h.ready_reason("db", "SecretTooLarge").await;
-    assert!(ready_message(&opi).contains("1048576-byte limit"));
+    assert!(
+        ready_message(&opi).contains("a Secret holds at most 1048576; they were not downloaded"),
+        "{}",
+        ready_message(&opi)
+    );
     assert_password_kept(&h).await;
 }
 
@@ -720,7 +724,7 @@ async fn labels_and_auto_restart_are_copied_and_status_is_complete() {
 
 #[tokio::test]
 async fn deleting_the_resource_leaves_the_secret_to_garbage_collection() {
-    let h = harness!("delete");
+    let h = harness!("delete", Duration::from_millis(300));
     h.create("db", "vaults/Demo/items/Database").await;
     let secret = h.secret("db").await;
     let opi = h.items().get("db").await.unwrap();
@@ -734,6 +738,11 @@ async fn deleting_the_resource_leaves_the_secret_to_garbage_collection() {
     // Without a finalizer the object is gone at once; a cluster's garbage collector then
     // deletes the Secret through its ownerReference (there is no GC in this control plane).
     assert!(h.items().get_opt("db").await.unwrap().is_none());
+    // And the operator lets go of the item's data.
+    support::wait_for("the item leaves the cache", Duration::from_secs(10), async || {
+        h.ctx.items.keys().is_empty().then_some(())
+    })
+    .await;
 }
 
 #[tokio::test]

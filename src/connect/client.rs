@@ -53,6 +53,11 @@ impl RetryPolicy {
 
 /// Quick retries of a 401 or 403 before it is taken as the server's answer.
 pub const AUTH_RETRIES: usize = 2;
+/// Largest answer read from Connect, listings excepted: far above any item a Secret can
+/// hold (1 MiB of data), far below what would take an operator with a 128 MiB limit down.
+pub const MAX_ANSWER_BYTES: usize = 16 * 1024 * 1024;
+/// Largest listing read (a vault's item summaries: about 400 bytes per item).
+pub const MAX_LISTING_BYTES: usize = 32 * 1024 * 1024;
 
 /// Everything needed to talk to one Connect server.
 #[derive(Clone)]
@@ -535,10 +540,7 @@ impl ConnectClient {
         let status = response.status();
         self.inner.metrics.record(endpoint, Some(status.as_u16()));
         let headers = response.headers().clone();
-        let body = response
-            .bytes()
-            .await
-            .map_err(|source| ConnectError::Transport { endpoint, source })?;
+        let body = read_body(endpoint, response).await?;
         let authenticated = !matches!(endpoint, "heartbeat" | "health" | "metrics");
         if status.is_success() {
             if authenticated {
@@ -561,6 +563,37 @@ impl ConnectClient {
         }
         Err(error)
     }
+}
+
+/// The whole body, read in chunks and given up on as soon as it passes the endpoint's limit,
+/// so that a hostile or broken answer cannot take the memory of the process.
+async fn read_body(endpoint: &'static str, mut response: reqwest::Response) -> Result<Bytes, ConnectError> {
+    let limit = if matches!(endpoint, "list_items" | "list_vaults" | "list_activity") {
+        MAX_LISTING_BYTES
+    } else {
+        MAX_ANSWER_BYTES
+    };
+    let too_large = |bytes: String| ConnectError::TooLarge {
+        endpoint,
+        detail: format!("{bytes} bytes, over the client's limit of {limit}"),
+    };
+    if let Some(announced) = response.content_length()
+        && announced > limit as u64
+    {
+        return Err(too_large(announced.to_string()));
+    }
+    let mut body = bytes::BytesMut::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|source| ConnectError::Transport { endpoint, source })?
+    {
+        if body.len() + chunk.len() > limit {
+            return Err(too_large(format!("more than {}", body.len() + chunk.len())));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
 }
 
 fn inline_flag(call: Call<'_>, inline: bool) -> Call<'_> {

@@ -56,6 +56,9 @@ pub enum ConnectError {
     /// message would quote the offending value, which may be a secret.
     #[error("cannot decode the Connect response ({endpoint}): {detail}")]
     Decode { endpoint: &'static str, detail: String },
+    /// An answer, or what it announces, is larger than the client accepts: read no further.
+    #[error("Connect's answer is too large ({endpoint}): {detail}")]
+    TooLarge { endpoint: &'static str, detail: String },
     /// The client was configured wrongly (bad host URL, unreadable CA bundle, bad token).
     #[error("invalid Connect client configuration: {0}")]
     Config(String),
@@ -100,7 +103,7 @@ impl ConnectError {
             Self::PayloadTooLarge { .. } => Some(413),
             Self::RateLimited { .. } => Some(429),
             Self::Server { status, .. } | Self::UnexpectedStatus { status, .. } => Some(*status),
-            Self::Transport { .. } | Self::Decode { .. } | Self::Config(_) => None,
+            Self::Transport { .. } | Self::Decode { .. } | Self::TooLarge { .. } | Self::Config(_) => None,
         }
     }
 
@@ -149,6 +152,12 @@ impl ConnectError {
         matches!(self, Self::NotFound { .. })
     }
 
+    /// Connect cannot be reached, is not ready, limits the rate, or refuses the token: says
+    /// nothing about the item, whose Secret stays as it is.
+    pub fn is_connection_problem(&self) -> bool {
+        self.is_unavailable() || self.is_auth_failure() || matches!(self, Self::RateLimited { .. })
+    }
+
     /// The token itself is the problem: calling again with it is pointless.
     pub fn is_auth_failure(&self) -> bool {
         matches!(self, Self::Unauthorized { .. } | Self::Forbidden { .. })
@@ -168,6 +177,7 @@ impl ConnectError {
             Self::UnexpectedStatus { .. } => "unexpected_status",
             Self::Transport { .. } => "transport",
             Self::Decode { .. } => "decode",
+            Self::TooLarge { .. } => "too_large",
             Self::Config(_) => "config",
         }
     }

@@ -65,6 +65,7 @@ impl Error {
                 ConnectError::Forbidden { .. } => "ConnectForbidden",
                 ConnectError::RateLimited { .. } => "ConnectRateLimited",
                 source if source.is_unavailable() => "ConnectUnavailable",
+                ConnectError::TooLarge { .. } => "SecretTooLarge",
                 _ => "ConnectError",
             },
             Self::SecretConflict { .. } => "SecretConflict",
@@ -91,7 +92,7 @@ impl Error {
     /// Failures that only a person can fix: retrying soon would only burn API quota.
     pub fn needs_a_person(&self) -> bool {
         match self {
-            Self::Connect { source } => source.is_auth_failure(),
+            Self::Connect { source } => source.is_auth_failure() || matches!(source, ConnectError::TooLarge { .. }),
             Self::InvalidItemPath { .. } | Self::SecretTooLarge { .. } | Self::SecretRejected { .. } => true,
             _ => false,
         }
@@ -100,7 +101,7 @@ impl Error {
     /// Connect could not be reached or refused the request: nothing is known about the item,
     /// and the Secret keeps what it holds.
     pub fn is_connect_failure(&self) -> bool {
-        matches!(self, Self::Connect { .. })
+        matches!(self, Self::Connect { source } if source.is_connection_problem())
     }
 
     /// Connect answered, and the path names no vault or item the token can see.

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::connect::models::FullItem;
 use crate::connect::{ConnectClient, ConnectError};
-use crate::secret::ItemData;
+use crate::secret::{ItemData, MAX_SECRET_BYTES};
 
 /// Largest file fetched inline with the file list (Connect's default inline limit).
 const INLINE_LIMIT_BYTES: u64 = 100 * 1024;
@@ -68,6 +68,16 @@ impl ItemCache {
     pub fn invalidate(&self, key: &ItemKey) {
         self.slots.lock().expect("item cache lock").remove(key);
     }
+
+    /// Keeps only the items `keep` says are still referenced: an item nobody uses is not
+    /// held (with its files) for ever.
+    pub fn retain(&self, keep: impl Fn(&ItemKey) -> bool) {
+        self.slots.lock().expect("item cache lock").retain(|key, _| keep(key));
+    }
+
+    pub fn keys(&self) -> Vec<ItemKey> {
+        self.slots.lock().expect("item cache lock").keys().cloned().collect()
+    }
 }
 
 async fn fetch(
@@ -96,6 +106,16 @@ async fn fetch_files(
     let mut files = BTreeMap::new();
     if item.files.is_empty() {
         return Ok(files);
+    }
+    // A Secret holds at most 1 MiB: files that cannot fit are never downloaded.
+    let listed: u64 = item.files.iter().map(|f| f.size).sum();
+    if listed > MAX_SECRET_BYTES as u64 {
+        return Err(ConnectError::TooLarge {
+            endpoint: "list_files",
+            detail: format!(
+                "the item's files take {listed} bytes, and a Secret holds at most {MAX_SECRET_BYTES}; they were not downloaded"
+            ),
+        });
     }
     if item.files.iter().all(|f| f.size <= INLINE_LIMIT_BYTES) {
         match client.list_files(&key.vault_id, &key.item_id, true).await {
