@@ -317,10 +317,11 @@ impl Poller {
             .collect::<Vec<_>>()
             .await;
 
+        let mut recovered = false;
         for check in checks {
             match check {
                 Ok((vault_id, content_version, listed)) => {
-                    self.ctx.vault_recovered(&vault_id);
+                    recovered |= self.ctx.vault_recovered(&vault_id);
                     let stale = listed
                         .as_ref()
                         .map(|l| stale(&tracked, &vault_id, l))
@@ -364,6 +365,12 @@ impl Poller {
                     }
                 }
             }
+        }
+        if recovered {
+            // Connect answers again: whatever is out of sync, including resources whose
+            // first sync failed (they have no vault yet) and wait in their error backoff,
+            // is reconciled now.
+            self.trigger_unsynced();
         }
         report
     }

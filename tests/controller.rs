@@ -612,6 +612,29 @@ async fn a_token_written_to_the_token_file_is_used_without_a_restart() {
 }
 
 #[tokio::test]
+async fn when_connect_answers_again_every_resource_catches_up_at_once() {
+    let h = harness!("recovery", Duration::from_millis(300));
+    h.create("db", "vaults/Demo/items/Database").await;
+    h.condition_reason("db", "Synced", "Confirmed").await;
+    h.admin().set_outage(true).await.unwrap();
+    h.condition_reason("db", "Synced", "ConnectUnavailable").await;
+    // Created during the outage: its first syncs fail, and its retries back off (2, 4, 8,
+    // 16 s…); it has no vault yet for change detection to watch.
+    h.create("certs", "vaults/Demo/items/Certs").await;
+    h.ready_reason("certs", "ConnectUnavailable").await;
+    tokio::time::sleep(Duration::from_secs(16)).await;
+    h.admin().set_outage(false).await.unwrap();
+    let recovered = Instant::now();
+    h.ready_reason("certs", "Synced").await;
+    h.condition_reason("db", "Synced", "Confirmed").await;
+    assert!(
+        recovered.elapsed() <= Duration::from_secs(5),
+        "caught up {:?} after Connect answered again",
+        recovered.elapsed()
+    );
+}
+
+#[tokio::test]
 async fn a_deleted_item_keeps_the_secret() {
     let h = harness!("item-gone", Duration::from_millis(500));
     h.create("db", "vaults/Demo/items/Database").await;
