@@ -340,6 +340,51 @@ fn serving_certificates() -> Result<ServingCertificates, String> {
     })
 }
 
+/// Waits until kube-apiserver answers `/readyz`; fails early, with its log, when one of
+/// `processes` exits, and after [`READY_TIMEOUT`].
+async fn wait_until_ready(
+    server: &str,
+    ca_der: &[u8],
+    admin_token: &str,
+    processes: &[&Supervised],
+) -> Result<(), String> {
+    crate::connect::client::install_crypto_provider();
+    let http = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_der(ca_der).map_err(|e| e.to_string())?)
+        .timeout(Duration::from_secs(5))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        let ready = http
+            .get(format!("{server}/readyz"))
+            .bearer_auth(admin_token)
+            .send()
+            .await;
+        if matches!(&ready, Ok(r) if r.status().is_success()) {
+            return Ok(());
+        }
+        for process in processes {
+            if process.pid().is_some() && !process.is_running() {
+                return Err(format!("{} exited:\n{}", process.name, process.log_tail()));
+            }
+        }
+        if Instant::now() > deadline {
+            let last = match ready {
+                Ok(r) => format!("status {}", r.status()),
+                Err(e) => crate::error_chain(&e),
+            };
+            let apiserver = processes.iter().find(|p| p.name == "kube-apiserver");
+            return Err(format!(
+                "kube-apiserver not ready after {}s ({last}); its log ends with:\n{}",
+                READY_TIMEOUT.as_secs(),
+                apiserver.map(|p| p.log_tail()).unwrap_or_default()
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 impl LocalCluster {
     /// Starts etcd and kube-apiserver on free loopback ports and waits for `/readyz`.
     pub async fn start(binaries: &ControlPlaneBinaries) -> Result<Self, String> {
@@ -410,44 +455,9 @@ impl LocalCluster {
             Supervised::spawn("kube-apiserver", dir, &apiserver_command.0, &apiserver_command.1, false)?;
 
         let server = format!("https://127.0.0.1:{api_port}");
-        crate::connect::client::install_crypto_provider();
-        let http = reqwest::Client::builder()
-            .add_root_certificate(reqwest::Certificate::from_der(&certs.ca_der).map_err(|e| e.to_string())?)
-            .timeout(Duration::from_secs(5))
-            .build()
-            .map_err(|e| e.to_string())?;
-        let deadline = Instant::now() + READY_TIMEOUT;
-        loop {
-            let ready = http
-                .get(format!("{server}/readyz"))
-                .bearer_auth(&admin_token)
-                .send()
-                .await;
-            if matches!(&ready, Ok(r) if r.status().is_success()) {
-                break;
-            }
-            for process in [&etcd, &apiserver] {
-                if process.pid().is_some() && !process.is_running() {
-                    return Err(format!(
-                        "{} exited during start-up:\n{}",
-                        process.name,
-                        process.log_tail()
-                    ));
-                }
-            }
-            if Instant::now() > deadline {
-                let last = match ready {
-                    Ok(r) => format!("status {}", r.status()),
-                    Err(e) => crate::error_chain(&e),
-                };
-                apiserver.stop();
-                return Err(format!(
-                    "kube-apiserver not ready after {}s ({last}); its log ends with:\n{}",
-                    READY_TIMEOUT.as_secs(),
-                    apiserver.log_tail()
-                ));
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
+        if let Err(message) = wait_until_ready(&server, &certs.ca_der, &admin_token, &[&etcd, &apiserver]).await {
+            apiserver.stop();
+            return Err(message);
         }
         Ok(Self {
             server,
@@ -470,30 +480,13 @@ impl LocalCluster {
         tokio::time::sleep(down).await;
         let (program, args) = &self.apiserver_command;
         self.apiserver = Supervised::spawn("kube-apiserver", self.work.path(), program, args, false)?;
-        let http = reqwest::Client::builder()
-            .add_root_certificate(reqwest::Certificate::from_der(&self.ca_der).map_err(|e| e.to_string())?)
-            .timeout(Duration::from_secs(5))
-            .build()
-            .map_err(|e| e.to_string())?;
-        let deadline = Instant::now() + READY_TIMEOUT;
-        loop {
-            let ready = http
-                .get(format!("{}/readyz", self.server))
-                .bearer_auth(&self.admin_token)
-                .send()
-                .await;
-            if matches!(&ready, Ok(r) if r.status().is_success()) {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                return Err(format!(
-                    "kube-apiserver not ready again after {}s; its log ends with:\n{}",
-                    READY_TIMEOUT.as_secs(),
-                    self.apiserver.log_tail()
-                ));
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        wait_until_ready(
+            &self.server,
+            &self.ca_der,
+            &self.admin_token,
+            &[&self.etcd, &self.apiserver],
+        )
+        .await
     }
 
     fn token(&self, identity: &Identity) -> String {

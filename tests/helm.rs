@@ -5,7 +5,7 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
@@ -15,7 +15,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use onepassword_operator::crd::{OnePasswordItem, OnePasswordItemSpec};
-use onepassword_operator::local_cluster::{self, ControlPlaneBinaries, Identity};
+use onepassword_operator::local_cluster::{ControlPlaneBinaries, Identity};
 use onepassword_operator::sim::{self, DataFile, SimConfig};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -358,16 +358,6 @@ fn deploy_manifests_match_the_chart() {
     );
 }
 
-/// An operator process, killed when dropped.
-struct Operator(Child);
-
-impl Drop for Operator {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn ready(opi: &OnePasswordItem) -> Option<(String, String)> {
     let ready = opi.status.as_ref()?.conditions.iter().find(|c| c.type_ == "Ready")?;
     Some((ready.reason.clone()?, ready.message.clone().unwrap_or_default()))
@@ -466,30 +456,18 @@ async fn install_upgrade_and_run_as_the_charts_service_account() {
     cluster
         .write_kubeconfig(&Identity::Token(token), &sa_kubeconfig)
         .unwrap();
-    let log = std::fs::File::create(work.path().join("operator.log")).unwrap();
-    let _operator = Operator(
-        Command::new(env!("CARGO_BIN_EXE_onepassword-operator"))
-            .arg("run")
-            .env("KUBECONFIG", &sa_kubeconfig)
-            .env("OP_CONNECT_HOST", sim.url().as_str())
-            .env("OP_CONNECT_TOKEN", "demo-operator-token")
-            .env("POLLING_INTERVAL", "1")
-            .env("LEADER_ELECT", "true")
-            .env("LEADER_ELECTION_LEASE", "op-onepassword-operator")
-            .env("POD_NAMESPACE", &release_ns)
-            .env("POD_NAME", "op-0")
-            .env(
-                "METRICS_BIND_ADDRESS",
-                format!("127.0.0.1:{}", local_cluster::free_port().unwrap()),
-            )
-            .env(
-                "HEALTH_PROBE_BIND_ADDRESS",
-                format!("127.0.0.1:{}", local_cluster::free_port().unwrap()),
-            )
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap(),
+    let operator = support::OperatorProcess::start(
+        &sa_kubeconfig,
+        sim.url().as_str(),
+        "demo-operator-token",
+        &work.path().join("operator.log"),
+        &[
+            ("POLLING_INTERVAL", "1"),
+            ("LEADER_ELECT", "true"),
+            ("LEADER_ELECTION_LEASE", "op-onepassword-operator"),
+            ("POD_NAMESPACE", &release_ns),
+            ("POD_NAME", "op-0"),
+        ],
     );
     let items: Api<OnePasswordItem> = Api::namespaced(admin.clone(), &app_ns);
     let secrets: Api<Secret> = Api::namespaced(admin.clone(), &app_ns);
@@ -505,7 +483,6 @@ async fn install_upgrade_and_run_as_the_charts_service_account() {
         )
         .await
         .unwrap();
-    let log_path = work.path().join("operator.log");
     let synced = support::wait_for(
         "a full sync with the chart's RBAC",
         Duration::from_secs(30),
@@ -518,7 +495,7 @@ async fn install_upgrade_and_run_as_the_charts_service_account() {
     assert!(
         synced.1.contains("Secret db holds item version 1"),
         "{synced:?}\n{}",
-        std::fs::read_to_string(&log_path).unwrap_or_default()
+        operator.log_text()
     );
     assert!(secrets.get_opt("db").await.unwrap().is_some());
     assert_eq!(
@@ -557,7 +534,7 @@ async fn install_upgrade_and_run_as_the_charts_service_account() {
         assert!(
             std::time::Instant::now() < deadline,
             "the annotated Deployment's Secret with the chart's RBAC within 30s; operator log:\n{}",
-            std::fs::read_to_string(&log_path).unwrap_or_default()
+            operator.log_text()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

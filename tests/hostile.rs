@@ -5,7 +5,6 @@
 mod support;
 
 use std::fmt::Write as _;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use kube::api::{Api, PostParams};
@@ -15,15 +14,6 @@ use onepassword_operator::sim::{self, SimConfig};
 
 /// The chart's memory limit.
 const CHART_LIMIT_KIB: u64 = 128 * 1024;
-
-struct Operator(Child);
-
-impl Drop for Operator {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn ready(opi: &OnePasswordItem) -> Option<(String, String)> {
     let ready = opi.status.as_ref()?.condition("Ready")?;
@@ -58,27 +48,12 @@ async fn oversized_items_get_a_condition_and_the_operator_stays_under_its_memory
 
     let kubeconfig = work.path().join("kubeconfig");
     cluster.write_kubeconfig(&Identity::Admin, &kubeconfig).unwrap();
-    let log = std::fs::File::create(work.path().join("operator.log")).unwrap();
-    let operator = Operator(
-        Command::new(env!("CARGO_BIN_EXE_onepassword-operator"))
-            .arg("run")
-            .env("KUBECONFIG", &kubeconfig)
-            .env("OP_CONNECT_HOST", sim.url().as_str())
-            .env("OP_CONNECT_TOKEN", "op-token")
-            .env("WATCH_NAMESPACE", &ns)
-            .env("POLLING_INTERVAL", "1")
-            .env(
-                "METRICS_BIND_ADDRESS",
-                format!("127.0.0.1:{}", local_cluster::free_port().unwrap()),
-            )
-            .env(
-                "HEALTH_PROBE_BIND_ADDRESS",
-                format!("127.0.0.1:{}", local_cluster::free_port().unwrap()),
-            )
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap(),
+    let operator = support::OperatorProcess::start(
+        &kubeconfig,
+        sim.url().as_str(),
+        "op-token",
+        &work.path().join("operator.log"),
+        &[("WATCH_NAMESPACE", &ns), ("POLLING_INTERVAL", "1")],
     );
     let items: Api<OnePasswordItem> = Api::namespaced(kube.clone(), &ns);
     for (name, title) in [
@@ -95,7 +70,6 @@ async fn oversized_items_get_a_condition_and_the_operator_stays_under_its_memory
             .await
             .unwrap();
     }
-    let log_path = work.path().join("operator.log");
     for (name, reason, says) in [
         ("normal", "Synced", "holds item version 1"),
         ("attachment", "SecretTooLarge", "the item's files take 157286400 bytes"),
@@ -106,15 +80,11 @@ async fn oversized_items_get_a_condition_and_the_operator_stays_under_its_memory
             ready(&items.get(name).await.unwrap()).filter(|(r, _)| r == reason)
         })
         .await;
-        assert!(
-            message.contains(says),
-            "{name}: {message}\n{}",
-            std::fs::read_to_string(&log_path).unwrap_or_default()
-        );
+        assert!(message.contains(says), "{name}: {message}\n{}", operator.log_text());
     }
     // Let the poller and the retries run over them a few times.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let peak = local_cluster::proc_memory_kib(operator.0.id(), "VmHWM").expect("the operator runs");
+    let peak = local_cluster::proc_memory_kib(operator.child.id(), "VmHWM").expect("the operator runs");
     eprintln!("operator peak RSS: {} MiB", peak / 1024);
     assert!(
         peak < CHART_LIMIT_KIB,

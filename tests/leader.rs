@@ -4,7 +4,7 @@
 
 mod support;
 
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::Lease;
@@ -13,10 +13,11 @@ use kube::api::{Api, PostParams};
 use onepassword_operator::connect::models::PatchOp;
 use onepassword_operator::connect::{ConnectClient, ConnectConfig, Filter, RetryPolicy};
 use onepassword_operator::crd::{OnePasswordItem, OnePasswordItemSpec};
-use onepassword_operator::local_cluster::{self, Identity};
+use onepassword_operator::local_cluster::Identity;
 use onepassword_operator::sim::{self, SimConfig};
 use secrecy::SecretString;
 use serde_json::json;
+use support::OperatorProcess;
 
 const DATA: &str = r#"
 vaults:
@@ -26,66 +27,54 @@ vaults:
 "#;
 const LEASE_SECONDS: u64 = 4;
 
-/// An operator process, killed when dropped.
-struct Operator {
-    name: &'static str,
-    child: Child,
-    metrics: String,
+/// Two replicas' world: a namespace, a simulator, an admin kubeconfig.
+struct World {
+    kube: kube::Client,
+    ns: String,
+    sim: sim::RunningSimulator,
+    work: tempfile::TempDir,
 }
 
-impl Drop for Operator {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn operator(
-    name: &'static str,
-    kubeconfig: &std::path::Path,
-    connect: &str,
-    ns: &str,
-    logs: &std::path::Path,
-) -> Operator {
-    operator_with_lease(name, kubeconfig, connect, ns, logs, LEASE_SECONDS)
-}
-
-fn operator_with_lease(
-    name: &'static str,
-    kubeconfig: &std::path::Path,
-    connect: &str,
-    ns: &str,
-    logs: &std::path::Path,
-    lease_seconds: u64,
-) -> Operator {
-    let (metrics, probes) = (local_cluster::free_port().unwrap(), local_cluster::free_port().unwrap());
-    let log = std::fs::File::create(logs.join(format!("{name}.log"))).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_onepassword-operator"))
-        .arg("run")
-        .env("KUBECONFIG", kubeconfig)
-        .env("OP_CONNECT_HOST", connect)
-        .env("OP_CONNECT_TOKEN", "op-token")
-        .env("WATCH_NAMESPACE", ns)
-        .env("POLLING_INTERVAL", "1")
-        .env("LEADER_ELECT", "true")
-        .env("POD_NAMESPACE", ns)
-        .env("POD_NAME", name)
-        .env("LEADER_ELECTION_LEASE_DURATION", lease_seconds.to_string())
-        .env("METRICS_BIND_ADDRESS", format!("127.0.0.1:{metrics}"))
-        .env("HEALTH_PROBE_BIND_ADDRESS", format!("127.0.0.1:{probes}"))
-        .env("LOG_LEVEL", "info")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
+async fn world(prefix: &str) -> Option<World> {
+    let cluster = support::cluster()?;
+    let kube = cluster.admin_client().unwrap();
+    let ns = support::namespace(&kube, prefix).await;
+    let sim = sim::start(
+        SimConfig::new(support::harness::sim_data(DATA)),
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .unwrap();
+    let work = tempfile::tempdir().unwrap();
+    cluster
+        .write_kubeconfig(&Identity::Admin, &work.path().join("kubeconfig"))
         .unwrap();
-    Operator {
-        name,
-        child,
-        metrics: format!("http://127.0.0.1:{metrics}/metrics"),
+    Some(World { kube, ns, sim, work })
+}
+
+impl World {
+    /// A replica named `name` (its identity in the Lease), electing a leader.
+    fn operator(&self, name: &str, lease_seconds: u64) -> OperatorProcess {
+        let lease = lease_seconds.to_string();
+        OperatorProcess::start(
+            &self.work.path().join("kubeconfig"),
+            self.sim.url().as_str(),
+            "op-token",
+            &self.work.path().join(format!("{name}.log")),
+            &[
+                ("WATCH_NAMESPACE", &self.ns),
+                ("POLLING_INTERVAL", "1"),
+                ("LEADER_ELECT", "true"),
+                ("POD_NAMESPACE", &self.ns),
+                ("POD_NAME", name),
+                ("LEADER_ELECTION_LEASE_DURATION", &lease),
+                ("LOG_LEVEL", "info"),
+            ],
+        )
     }
 }
 
-async fn ok_reconciles(op: &Operator) -> f64 {
+async fn ok_reconciles(op: &OperatorProcess) -> f64 {
     let text = reqwest::get(&op.metrics).await.unwrap().text().await.unwrap();
     text.lines()
         .find_map(|l| {
@@ -114,29 +103,17 @@ fn password(secret: &Secret) -> Option<String> {
 
 #[tokio::test]
 async fn exactly_one_replica_writes_and_the_other_takes_over() {
-    let Some(cluster) = support::cluster() else { return };
-    let kube = cluster.admin_client().unwrap();
-    let ns = support::namespace(&kube, "leader").await;
-    let sim = sim::start(
-        SimConfig::new(support::harness::sim_data(DATA)),
-        "127.0.0.1:0".parse().unwrap(),
-    )
-    .await
-    .unwrap();
-    let work = tempfile::tempdir().unwrap();
-    let kubeconfig = work.path().join("kubeconfig");
-    cluster.write_kubeconfig(&Identity::Admin, &kubeconfig).unwrap();
-    let connect = sim.url().to_string();
-
-    let a = operator("op-a", &kubeconfig, &connect, &ns, work.path());
-    let leases: Api<Lease> = Api::namespaced(kube.clone(), &ns);
+    let Some(w) = world("leader").await else { return };
+    let (kube, ns, sim) = (&w.kube, &w.ns, &w.sim);
+    let a = w.operator("op-a", LEASE_SECONDS);
+    let leases: Api<Lease> = Api::namespaced(kube.clone(), ns);
     support::wait_for("op-a holds the lease", Duration::from_secs(20), async || {
         holder(&leases).await.filter(|h| h == "op-a")
     })
     .await;
-    let b = operator("op-b", &kubeconfig, &connect, &ns, work.path());
+    let b = w.operator("op-b", LEASE_SECONDS);
 
-    let items: Api<OnePasswordItem> = Api::namespaced(kube.clone(), &ns);
+    let items: Api<OnePasswordItem> = Api::namespaced(kube.clone(), ns);
     let opi = OnePasswordItem::new(
         "db",
         OnePasswordItemSpec {
@@ -144,7 +121,7 @@ async fn exactly_one_replica_writes_and_the_other_takes_over() {
         },
     );
     items.create(&PostParams::default(), &opi).await.unwrap();
-    let secrets: Api<Secret> = Api::namespaced(kube.clone(), &ns);
+    let secrets: Api<Secret> = Api::namespaced(kube.clone(), ns);
     support::wait_for("the leader syncs the Secret", Duration::from_secs(20), async || {
         secrets.get_opt("db").await.unwrap()
     })
@@ -203,32 +180,19 @@ async fn exactly_one_replica_writes_and_the_other_takes_over() {
     })
     .await;
     assert!(ok_reconciles(&b).await >= 1.0);
-    let _ = b.name;
 }
 
 #[tokio::test]
 async fn a_leader_that_shuts_down_hands_over_within_seconds() {
     const LONG_LEASE: u64 = 15;
-    let Some(cluster) = support::cluster() else { return };
-    let kube = cluster.admin_client().unwrap();
-    let ns = support::namespace(&kube, "handover").await;
-    let sim = sim::start(
-        SimConfig::new(support::harness::sim_data(DATA)),
-        "127.0.0.1:0".parse().unwrap(),
-    )
-    .await
-    .unwrap();
-    let work = tempfile::tempdir().unwrap();
-    let kubeconfig = work.path().join("kubeconfig");
-    cluster.write_kubeconfig(&Identity::Admin, &kubeconfig).unwrap();
-    let connect = sim.url().to_string();
-    let a = operator_with_lease("op-a", &kubeconfig, &connect, &ns, work.path(), LONG_LEASE);
-    let leases: Api<Lease> = Api::namespaced(kube.clone(), &ns);
+    let Some(w) = world("handover").await else { return };
+    let a = w.operator("op-a", LONG_LEASE);
+    let leases: Api<Lease> = Api::namespaced(w.kube.clone(), &w.ns);
     support::wait_for("op-a holds the lease", Duration::from_secs(20), async || {
         holder(&leases).await.filter(|h| h == "op-a")
     })
     .await;
-    let b = operator_with_lease("op-b", &kubeconfig, &connect, &ns, work.path(), LONG_LEASE);
+    let b = w.operator("op-b", LONG_LEASE);
     support::wait_for("op-b serves metrics", Duration::from_secs(10), async || {
         reqwest::get(&b.metrics).await.ok()
     })

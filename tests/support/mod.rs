@@ -69,6 +69,53 @@ pub async fn namespace(client: &kube::Client, prefix: &str) -> String {
     name
 }
 
+/// `onepassword-operator run` as a process, as in its pod; killed when dropped.
+pub struct OperatorProcess {
+    pub child: std::process::Child,
+    /// `http://127.0.0.1:<port>/metrics`.
+    pub metrics: String,
+    /// Where its log goes.
+    pub log: std::path::PathBuf,
+}
+
+impl Drop for OperatorProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl OperatorProcess {
+    /// Starts the operator with this kubeconfig, Connect host and token, and further
+    /// settings as environment variables; metrics and probes listen on free loopback ports,
+    /// and the log goes to `log`.
+    pub fn start(kubeconfig: &Path, connect: &str, token: &str, log: &Path, env: &[(&str, &str)]) -> Self {
+        let free = || onepassword_operator::local_cluster::free_port().unwrap();
+        let (metrics, probes) = (free(), free());
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_onepassword-operator"))
+            .arg("run")
+            .env("KUBECONFIG", kubeconfig)
+            .env("OP_CONNECT_HOST", connect)
+            .env("OP_CONNECT_TOKEN", token)
+            .env("METRICS_BIND_ADDRESS", format!("127.0.0.1:{metrics}"))
+            .env("HEALTH_PROBE_BIND_ADDRESS", format!("127.0.0.1:{probes}"))
+            .envs(env.iter().copied())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .unwrap();
+        Self {
+            child,
+            metrics: format!("http://127.0.0.1:{metrics}/metrics"),
+            log: log.to_path_buf(),
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
 /// Polls `check` every 100 ms until it gives a value; fails the test after `timeout`.
 pub async fn wait_for<T>(what: &str, timeout: Duration, mut check: impl AsyncFnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + timeout;
