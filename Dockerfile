@@ -6,6 +6,7 @@ RUN apk add --no-cache musl-dev make
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src src
+COPY crates crates
 COPY benches benches
 COPY examples examples
 RUN cargo build --release --locked --bin onepassword-operator

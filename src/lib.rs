@@ -1,7 +1,8 @@
 //! onepassword-operator: keeps Kubernetes Secrets in sync with 1Password items read
 //! through a 1Password Connect server.
 //!
-//! - [`connect`]: the Connect API client (models, errors, filters, resolution).
+//! - [`connect`]: the Connect API client (models, errors, filters, resolution); the
+//!   `onepassword-connect` crate, which knows nothing of Kubernetes.
 //! - [`controller`]: the OnePasswordItem controller (resolve → fetch → build → apply → status).
 //! - [`poller`]: O(vaults) change detection that triggers the controller.
 //! - [`restart`]: restarts of workloads whose Secret data changed.
@@ -19,7 +20,8 @@
 pub mod annotations;
 pub mod check;
 pub mod cli;
-pub mod connect;
+/// The Connect API client, its own crate (`crates/connect`).
+pub use onepassword_connect as connect;
 pub mod controller;
 pub mod crd;
 pub mod demo;

@@ -15,10 +15,10 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use url::Url;
 
-use super::error::ConnectError;
-use super::filter::Filter;
-use super::metrics::ConnectMetrics;
-use super::models::{ActivityPage, ErrorBody, File, FullItem, Item, PatchOp, ServerHealth, Vault};
+use crate::error::ConnectError;
+use crate::filter::Filter;
+use crate::metrics::ConnectMetrics;
+use crate::models::{ActivityPage, ErrorBody, File, FullItem, Item, PatchOp, ServerHealth, Vault};
 
 /// How failed calls are retried: exponential backoff with full jitter, for transport
 /// errors, 5xx, 408 and 429. A `Retry-After` from the server replaces the computed delay.

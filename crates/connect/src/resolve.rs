@@ -5,10 +5,10 @@
 //! `createdAt` wins (Go's choice), and the others are reported so the caller can warn
 //! instead of silently flapping.
 
-use super::client::ConnectClient;
-use super::error::ConnectError;
-use super::filter::Filter;
-use super::models::{Item, Vault, is_valid_id};
+use crate::client::ConnectClient;
+use crate::error::ConnectError;
+use crate::filter::Filter;
+use crate::models::{Item, Vault, is_valid_id};
 
 /// The outcome of resolving a title or id.
 #[derive(Clone, Debug, PartialEq, Eq)]

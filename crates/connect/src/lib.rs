@@ -1,4 +1,6 @@
-//! The 1Password Connect API: models, an HTTP client, filters, resolution helpers.
+//! A client for the 1Password Connect REST API: models, an HTTP client with retries, rate
+//! limits and bounded answers, SCIM filters, and title/id resolution with the rules of
+//! 1Password's Go operator. Nothing here knows Kubernetes.
 
 pub mod client;
 pub mod error;
