@@ -6,10 +6,10 @@ RUN apk add --no-cache musl-dev make
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src src
+# The workspace's other crates must be present for Cargo to load it; only the operator
+# package (and the Connect client it depends on) is compiled.
 COPY crates crates
-COPY benches benches
-COPY examples examples
-RUN cargo build --release --locked --bin onepassword-operator
+RUN cargo build --release --locked -p onepassword-operator --bin onepassword-operator
 
 FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /src/target/release/onepassword-operator /onepassword-operator

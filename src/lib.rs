@@ -8,10 +8,8 @@
 //! - [`restart`]: restarts of workloads whose Secret data changed.
 //! - [`secret`]: the pure item → Secret mapping.
 //! - [`crd`]: the `OnePasswordItem` custom resource and its CRD.
-//! - [`sim`]: a Connect-compatible simulator for tests, benchmarks and the demo.
 //! - [`cli`], [`check`]: shared command-line settings and `connect-check`.
 //! - [`leader`]: leader election through a Lease.
-//! - [`local_cluster`]: etcd + kube-apiserver as local processes (tests, benchmarks, demo).
 //! - [`events`]: Kubernetes Events about the objects the operator manages.
 //! - [`server`]: `/healthz`, `/readyz` and `/metrics`.
 //! - [`workloads`]: Secrets for workloads annotated with `item-path` and `item-name`.
@@ -24,16 +22,13 @@ pub mod cli;
 pub use onepassword_connect as connect;
 pub mod controller;
 pub mod crd;
-pub mod demo;
 pub mod events;
 pub mod leader;
-pub mod local_cluster;
 pub mod metrics;
 pub mod poller;
 pub mod restart;
 pub mod secret;
 pub mod server;
-pub mod sim;
 pub mod telemetry;
 pub mod workloads;
 

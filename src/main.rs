@@ -1,7 +1,5 @@
 //! Command line of onepassword-operator. Every setting has an environment fallback.
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use std::sync::Arc;
@@ -14,7 +12,6 @@ use onepassword_operator::controller::{self, Context, Settings};
 use onepassword_operator::metrics::Metrics;
 use onepassword_operator::secret::MappingOptions;
 use onepassword_operator::server;
-use onepassword_operator::sim::{self, DataFile, SimConfig};
 use onepassword_operator::telemetry::{self, LogFormat};
 
 /// jemalloc fragments less than glibc's allocator (and far less than musl's, in the image)
@@ -51,10 +48,6 @@ struct Logging {
 enum Command {
     /// Run the operator: sync OnePasswordItems into Secrets.
     Run(RunArgs),
-    /// Run a Connect-compatible simulator (tests, benchmarks, demo; no 1Password account).
-    ConnectSim(ConnectSimArgs),
-    /// Run the local demo: simulator, local control plane and operator, with example data.
-    Demo,
     /// Print the OnePasswordItem CustomResourceDefinition as YAML.
     Crd {
         /// Print it as the Helm chart's template instead.
@@ -125,22 +118,6 @@ struct ConnectCheckArgs {
     item_path: Option<String>,
 }
 
-#[derive(Args, Debug)]
-struct ConnectSimArgs {
-    /// YAML data file (vaults, items, tokens); the embedded example when absent.
-    #[arg(long, env = "OP_SIM_DATA")]
-    data: Option<PathBuf>,
-    /// Address to listen on; port 0 picks a free port.
-    #[arg(long, env = "OP_SIM_LISTEN", default_value = "127.0.0.1:8080")]
-    listen: SocketAddr,
-    /// Bearer token of the `/__sim` admin API (faults, request counts).
-    #[arg(long, env = "OP_SIM_ADMIN_TOKEN", default_value = sim::DEFAULT_ADMIN_TOKEN, hide_env_values = true)]
-    admin_token: String,
-    /// Largest file served inline, in KiB (as OP_MAX_INLINE_FILE_SIZE_KB on a real server).
-    #[arg(long, env = "OP_MAX_INLINE_FILE_SIZE_KB", default_value_t = 100)]
-    max_inline_file_size_kb: u64,
-}
-
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -150,12 +127,7 @@ async fn main() -> ExitCode {
     }
     let result = match cli.command {
         Command::Run(args) => run(args).await,
-        Command::ConnectSim(args) => connect_sim(args).await,
         Command::ConnectCheck(args) => connect_check(args).await,
-        Command::Demo => match std::env::current_dir() {
-            Ok(dir) => onepassword_operator::demo::run(&dir).await,
-            Err(e) => Err(format!("cannot read the current directory: {e}")),
-        },
         Command::Crd { helm } => {
             let text = if helm {
                 onepassword_operator::crd::crd_helm_template()
@@ -173,30 +145,6 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-async fn connect_sim(args: ConnectSimArgs) -> Result<(), String> {
-    let (data, base_dir) = match &args.data {
-        Some(path) => {
-            let base = path.parent().map(PathBuf::from).unwrap_or_default();
-            (DataFile::load(path)?, base)
-        }
-        None => (DataFile::embedded_example(), PathBuf::from(".")),
-    };
-    let config = SimConfig {
-        data,
-        base_dir,
-        admin_token: args.admin_token,
-        max_inline_file_size_kb: args.max_inline_file_size_kb,
-    };
-    let running = sim::start(config, args.listen).await?;
-    // Tests and scripts read this line to learn the port.
-    println!("connect-sim listening on {}", running.url());
-    tracing::info!(addr = %running.addr, "Connect simulator started");
-    running
-        .serve_until_signal()
-        .await
-        .map_err(|e| format!("server failed: {e}"))
 }
 
 async fn connect_check(args: ConnectCheckArgs) -> Result<(), String> {
@@ -245,9 +193,10 @@ async fn run(args: RunArgs) -> Result<(), String> {
         return Ok(());
     }
     let identity = args.pod_name.unwrap_or_else(|| {
+        use rand::distr::{Alphanumeric, SampleString};
         format!(
             "onepassword-operator-{}",
-            onepassword_operator::sim::generate::random_id()
+            Alphanumeric.sample_string(&mut rand::rng(), 12).to_lowercase()
         )
     });
     let election = onepassword_operator::leader::Election {

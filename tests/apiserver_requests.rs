@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use kube::api::{Patch, PatchParams};
-use onepassword_operator::local_cluster::apiserver_request_counts;
+use opo_testenv::local_cluster::apiserver_request_counts;
 use serde_json::json;
 use support::harness::{Harness, harness, value};
 

@@ -8,14 +8,14 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use connect_sim::{self as sim, SimConfig};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use onepassword_operator::connect::{ConnectConfig, RetryPolicy};
 use onepassword_operator::controller::{self, Context, Settings};
 use onepassword_operator::crd::{OnePasswordItem, OnePasswordItemSpec};
-use onepassword_operator::local_cluster::{ControlPlaneBinaries, LocalCluster};
 use onepassword_operator::metrics::Metrics;
-use onepassword_operator::sim::{self, SimConfig};
+use opo_testenv::local_cluster::{ControlPlaneBinaries, LocalCluster};
 use secrecy::SecretString;
 use serde_json::json;
 

@@ -4,14 +4,14 @@
 
 use std::time::{Duration, Instant};
 
+use connect_sim::faults::{FaultRule, Faults};
+use connect_sim::{self as sim, DataFile, RunningSimulator, SimConfig};
 use onepassword_operator::connect::models::{
     ApiAction, ApiResult, Category, Field, FieldPurpose, FieldType, FullItem, Item, PatchOp, VaultRef,
 };
 use onepassword_operator::connect::{
     ConnectClient, ConnectConfig, ConnectError, Filter, RetryPolicy, resolve_item, resolve_vault,
 };
-use onepassword_operator::sim::faults::{FaultRule, Faults};
-use onepassword_operator::sim::{self, DataFile, RunningSimulator, SimConfig};
 use secrecy::SecretString;
 use serde_json::json;
 
@@ -805,7 +805,7 @@ async fn outage_latency_and_unreachable_servers() {
 #[tokio::test]
 async fn admin_api_needs_its_token() {
     let env = env().await;
-    let stranger = onepassword_operator::sim::SimAdmin::new(env.sim.url(), "writer-token");
+    let stranger = connect_sim::SimAdmin::new(env.sim.url(), "writer-token");
     let err = stranger.stats().await.unwrap_err();
     assert!(err.contains("401"), "{err}");
     let err = env

@@ -14,7 +14,7 @@ use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::runtime::watcher::{self, Event};
 use kube::{Resource, ResourceExt};
 use onepassword_operator::crd::{OnePasswordItem, OnePasswordItemSpec, OnePasswordItemStatus};
-use onepassword_operator::local_cluster::{Identity, PLAIN_USER};
+use opo_testenv::local_cluster::{Identity, PLAIN_USER};
 use serde_json::json;
 
 fn item(name: &str, path: &str) -> OnePasswordItem {

@@ -9,13 +9,13 @@ use std::io::Write as _;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use connect_sim::faults::FaultRule;
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
 use onepassword_operator::annotations::{ALLOW_ADOPTION, ITEM_PATH, ITEM_VERSION, LEGACY_FINALIZER, MANAGED_BY_LABEL};
 use onepassword_operator::connect::models::PatchOp;
 use onepassword_operator::crd::{OnePasswordItem, OnePasswordItemSpec};
-use onepassword_operator::sim::faults::FaultRule;
 use serde_json::json;
 use support::harness::{Harness, condition, data, ready, ready_message, value};
 

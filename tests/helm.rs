@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
+use connect_sim::{self as sim, DataFile, SimConfig};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::rbac::v1::ClusterRole;
@@ -15,8 +16,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use onepassword_operator::crd::{OnePasswordItem, OnePasswordItemSpec};
-use onepassword_operator::local_cluster::{ControlPlaneBinaries, Identity};
-use onepassword_operator::sim::{self, DataFile, SimConfig};
+use opo_testenv::local_cluster::{ControlPlaneBinaries, Identity};
 use serde::Deserialize;
 use serde_json::{Value, json};
 

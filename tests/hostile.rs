@@ -7,10 +7,10 @@ mod support;
 use std::fmt::Write as _;
 use std::time::Duration;
 
+use connect_sim::{self as sim, SimConfig};
 use kube::api::{Api, PostParams};
 use onepassword_operator::crd::{OnePasswordItem, OnePasswordItemSpec};
-use onepassword_operator::local_cluster::{self, Identity};
-use onepassword_operator::sim::{self, SimConfig};
+use opo_testenv::local_cluster::{self, Identity};
 
 /// The chart's memory limit.
 const CHART_LIMIT_KIB: u64 = 128 * 1024;

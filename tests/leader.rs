@@ -7,14 +7,14 @@ mod support;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use connect_sim::{self as sim, SimConfig};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, PostParams};
 use onepassword_operator::connect::models::PatchOp;
 use onepassword_operator::connect::{ConnectClient, ConnectConfig, Filter, RetryPolicy};
 use onepassword_operator::crd::{OnePasswordItem, OnePasswordItemSpec};
-use onepassword_operator::local_cluster::Identity;
-use onepassword_operator::sim::{self, SimConfig};
+use opo_testenv::local_cluster::Identity;
 use secrecy::SecretString;
 use serde_json::json;
 use support::OperatorProcess;

@@ -38,13 +38,13 @@ vaults:
 
 @pytest.fixture(scope="session")
 def connect_url(tmp_path_factory):
-    binary = os.environ.get("OPO_BIN", str(ROOT / "target" / "debug" / "onepassword-operator"))
+    binary = os.environ.get("OPO_SIM_BIN", str(ROOT / "target" / "debug" / "connect-sim"))
     if not os.path.exists(binary):
-        pytest.fail(f"simulator binary {binary} is missing: run `cargo build` first (or set OPO_BIN)")
+        pytest.fail(f"simulator binary {binary} is missing: run `cargo build -p connect-sim` first (or set OPO_SIM_BIN)")
     data = tmp_path_factory.mktemp("sim") / "data.yaml"
     data.write_text(DATA)
     proc = subprocess.Popen(
-        [binary, "connect-sim", "--data", str(data), "--listen", "127.0.0.1:0", "--log-level", "warn"],
+        [binary, "--data", str(data), "--listen", "127.0.0.1:0", "--log-level", "warn"],
         stdout=subprocess.PIPE,
         stderr=sys.stderr,
         text=True,

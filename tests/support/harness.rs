@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use connect_sim::{self as sim, DataFile, RunningSimulator, SimAdmin, SimConfig};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ListParams, PostParams};
@@ -13,7 +14,6 @@ use onepassword_operator::connect::{ConnectClient, ConnectConfig, Filter, RetryP
 use onepassword_operator::controller::{self, Context, Settings};
 use onepassword_operator::crd::{ItemCondition, OnePasswordItem, OnePasswordItemSpec};
 use onepassword_operator::metrics::Metrics;
-use onepassword_operator::sim::{self, DataFile, RunningSimulator, SimAdmin, SimConfig};
 use secrecy::SecretString;
 use serde_json::json;
 

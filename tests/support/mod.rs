@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use onepassword_operator::local_cluster::{ControlPlaneBinaries, LocalCluster};
+use opo_testenv::local_cluster::{ControlPlaneBinaries, LocalCluster};
 
 /// The control plane of this test binary, with `crds/` installed. `None` (with a message)
 /// when the binaries are missing outside CI; with `CI=true` that is a failure instead.
@@ -62,8 +62,8 @@ macro_rules! require_cluster {
 
 /// Creates a namespace of its own for one test.
 pub async fn namespace(client: &kube::Client, prefix: &str) -> String {
-    let name = format!("{prefix}-{}", &onepassword_operator::sim::generate::random_id()[..6]);
-    onepassword_operator::local_cluster::create_namespace(client, &name)
+    let name = format!("{prefix}-{}", &connect_sim::generate::random_id()[..6]);
+    opo_testenv::local_cluster::create_namespace(client, &name)
         .await
         .expect("namespace created");
     name
@@ -90,7 +90,7 @@ impl OperatorProcess {
     /// settings as environment variables; metrics and probes listen on free loopback ports,
     /// and the log goes to `log`.
     pub fn start(kubeconfig: &Path, connect: &str, token: &str, log: &Path, env: &[(&str, &str)]) -> Self {
-        let free = || onepassword_operator::local_cluster::free_port().unwrap();
+        let free = || opo_testenv::local_cluster::free_port().unwrap();
         let (metrics, probes) = (free(), free());
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_onepassword-operator"))
             .arg("run")

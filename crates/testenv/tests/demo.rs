@@ -1,21 +1,20 @@
 //! The README's main command works: the demo runs end to end and shows no secret value.
 
-use std::path::Path;
 use std::process::Command;
 
-use onepassword_operator::local_cluster::ControlPlaneBinaries;
+use opo_testenv::local_cluster::ControlPlaneBinaries;
 
 #[test]
 fn the_demo_runs_end_to_end_without_showing_values() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    if let Err(message) = ControlPlaneBinaries::locate(root) {
+    let root = opo_testenv::repo_root();
+    if let Err(message) = ControlPlaneBinaries::locate(&root) {
         assert!(!std::env::var("CI").is_ok_and(|v| v == "true"), "{message}");
         eprintln!("SKIPPED: {message}");
         return;
     }
-    let output = Command::new(env!("CARGO_BIN_EXE_onepassword-operator"))
-        .args(["demo", "--log-level", "warn"])
-        .current_dir(root)
+    let output = Command::new(env!("CARGO_BIN_EXE_onepassword-operator-demo"))
+        .args(["--log-level", "warn"])
+        .current_dir(&root)
         .output()
         .unwrap();
     let printed = format!(

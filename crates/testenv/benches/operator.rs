@@ -12,6 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use connect_sim::{self as sim, DataFile, SimConfig};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
@@ -20,8 +21,7 @@ use kube::{Client, ResourceExt};
 use onepassword_operator::connect::models::PatchOp;
 use onepassword_operator::connect::{ConnectClient, ConnectConfig, Filter, RetryPolicy};
 use onepassword_operator::crd::{self, OnePasswordItem, OnePasswordItemSpec};
-use onepassword_operator::local_cluster::{self, ControlPlaneBinaries, Identity, LocalCluster};
-use onepassword_operator::sim::{self, DataFile, SimConfig};
+use opo_testenv::local_cluster::{self, ControlPlaneBinaries, Identity, LocalCluster};
 use secrecy::SecretString;
 use serde::Serialize;
 use serde_json::json;
@@ -249,7 +249,13 @@ impl Operator {
 /// `heaptrack -o /tmp/operator`) with the binary as its argument. A wrapped run measures the
 /// wrapper's memory and CPU too: for profiles, not for figures.
 fn operator_command() -> Command {
-    let binary = env!("CARGO_BIN_EXE_onepassword-operator");
+    // The release binary, built by scripts/bench before this runs.
+    let binary = std::env::var("OPO_OPERATOR_BIN").unwrap_or_else(|_| {
+        opo_testenv::repo_root()
+            .join("target/release/onepassword-operator")
+            .display()
+            .to_string()
+    });
     match std::env::var("OPO_BENCH_OPERATOR_WRAPPER") {
         Ok(wrapper) if !wrapper.trim().is_empty() => {
             let mut words = wrapper.split_whitespace();
@@ -651,7 +657,7 @@ fn profile(md: &mut String, s: &Sample) {
 
 #[tokio::main]
 async fn main() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let root = &opo_testenv::repo_root();
     let docs = root.join("docs");
     if std::env::var("OPO_BENCH_RENDER_ONLY").is_ok_and(|v| v == "1") {
         // Rewrite the page from the last figures, without measuring again.

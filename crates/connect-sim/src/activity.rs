@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use jiff::Timestamp;
 
 use super::generate::random_id;
-use crate::connect::models::{
+use onepassword_connect::models::{
     ApiAction, ApiActor, ApiRequest, ApiResource, ApiResult, ItemRef, ResourceType, VaultRef,
 };
 

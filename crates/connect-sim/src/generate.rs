@@ -4,7 +4,7 @@ use rand::Rng;
 use rand::seq::{IndexedRandom, SliceRandom};
 use sha2::{Digest, Sha256};
 
-use crate::connect::models::{CharacterSet, GeneratorRecipe};
+use onepassword_connect::models::{CharacterSet, GeneratorRecipe};
 
 const ID_ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
 const LETTERS: &str = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
@@ -91,7 +91,7 @@ pub fn generate(recipe: Option<&GeneratorRecipe>) -> Result<Generated, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::connect::models::is_valid_id;
+    use onepassword_connect::models::is_valid_id;
 
     fn recipe(length: u32, sets: &[CharacterSet], exclude: &str) -> GeneratorRecipe {
         GeneratorRecipe {

@@ -13,7 +13,7 @@ use super::data::DataFile;
 use super::error::ApiError;
 use super::generate::{generate, random_id, stable_id};
 use super::patch;
-use crate::connect::models::{
+use onepassword_connect::models::{
     Category, Field, FieldPurpose, FieldType, File, FullItem, Item, PasswordDetails, PatchOp, SectionRef, Vault,
     VaultRef, VaultType, is_valid_id,
 };
@@ -472,7 +472,7 @@ fn strength(entropy: f64) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::connect::models::GeneratorRecipe;
+    use onepassword_connect::models::GeneratorRecipe;
     use serde_json::json;
 
     const DATA: &str = r#"

@@ -15,16 +15,16 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use secrecy::SecretString;
 use serde_json::json;
 
-use crate::connect::models::PatchOp;
-use crate::connect::{ConnectClient, ConnectConfig, Filter};
-use crate::controller::{self, Context, Settings};
-use crate::crd::{self, OnePasswordItem};
 use crate::local_cluster::{ControlPlaneBinaries, LocalCluster};
-use crate::metrics::Metrics;
-use crate::sim::{self, DataFile, SimConfig};
+use connect_sim::{self as sim, DataFile, SimConfig};
+use onepassword_operator::connect::models::PatchOp;
+use onepassword_operator::connect::{ConnectClient, ConnectConfig, Filter};
+use onepassword_operator::controller::{self, Context, Settings};
+use onepassword_operator::crd::{self, OnePasswordItem};
+use onepassword_operator::metrics::Metrics;
 
 const NAMESPACE: &str = "demo";
-const EXAMPLES: &str = include_str!("../examples/onepassworditems.yaml");
+const EXAMPLES: &str = include_str!("../../../examples/onepassworditems.yaml");
 
 fn step(text: &str) {
     println!("\n== {text}");
@@ -63,7 +63,7 @@ async fn show_secrets(secrets: &Api<Secret>, items: &[OnePasswordItem]) -> Resul
         let secret = secrets.get(&item.name_any()).await.map_err(|e| e.to_string())?;
         let version = secret
             .annotations()
-            .get(crate::annotations::ITEM_VERSION)
+            .get(onepassword_operator::annotations::ITEM_VERSION)
             .cloned()
             .unwrap_or_default();
         println!(

@@ -33,10 +33,10 @@ use std::path::{Path, PathBuf};
 use base64::Engine as _;
 use serde::Deserialize;
 
-use crate::connect::models::{Category, FieldPurpose, FieldType, ItemUrl, Section, VaultType};
+use onepassword_connect::models::{Category, FieldPurpose, FieldType, ItemUrl, Section, VaultType};
 
 /// The example data embedded in the binary: what the simulator serves without `--data`.
-pub const EMBEDDED_EXAMPLE: &str = include_str!("../../examples/connect-data.yaml");
+pub const EMBEDDED_EXAMPLE: &str = include_str!("../../../examples/connect-data.yaml");
 
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]

@@ -24,7 +24,7 @@ impl std::fmt::Debug for SimAdmin {
 
 impl SimAdmin {
     pub fn new(base: Url, token: impl Into<String>) -> Self {
-        crate::connect::client::install_crypto_provider();
+        onepassword_connect::client::install_crypto_provider();
         Self {
             http: reqwest::Client::new(),
             base,

@@ -4,7 +4,7 @@
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use crate::connect::models::ErrorBody;
+use onepassword_connect::models::ErrorBody;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ApiError {

@@ -9,7 +9,7 @@ use json_patch::{AddOperation, PatchOperation as JsonOp, RemoveOperation, Replac
 use jsonptr::PointerBuf;
 use serde_json::Value;
 
-use crate::connect::models::{FullItem, PatchOp, PatchOperation};
+use onepassword_connect::models::{FullItem, PatchOp, PatchOperation};
 
 /// Top-level keys a PATCH may touch; the rest are server-owned.
 const EDITABLE: &[&str] = &["title", "favorite", "tags", "urls", "fields", "sections", "category"];
@@ -121,7 +121,7 @@ fn split_pointer(path: &str) -> Result<Vec<String>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::connect::models::{Field, Item, VaultRef};
+    use onepassword_connect::models::{Field, Item, VaultRef};
     use proptest::prelude::*;
     use serde_json::json;
 

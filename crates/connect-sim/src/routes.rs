@@ -21,10 +21,10 @@ use super::error::ApiError;
 use super::faults::{FaultRule, Faults};
 use super::filter::{self, Expr, Filterable};
 use super::store::{Store, StoredItem};
-use crate::connect::models::{
+use onepassword_connect::models::{
     ApiAction, DependencyStatus, FullItem, Item, PatchOp, ServerHealth, ServiceDependency, Vault, is_valid_id,
 };
-use crate::connect::{API_VERSION, VERSION_HEADER};
+use onepassword_connect::{API_VERSION, VERSION_HEADER};
 
 /// Every operation of the API, as named in fault rules, stats and metrics.
 pub const OPERATIONS: &[&str] = &[
@@ -448,7 +448,7 @@ fn file_view(
     stored: &StoredItem,
     file_id: &str,
     inline: bool,
-) -> Result<crate::connect::models::File, ApiError> {
+) -> Result<onepassword_connect::models::File, ApiError> {
     let file = stored
         .item
         .files

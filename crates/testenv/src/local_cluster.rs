@@ -303,7 +303,7 @@ pub fn free_port() -> Result<u16, String> {
 }
 
 fn random_token() -> String {
-    crate::sim::generate::random_id()
+    connect_sim::generate::random_id()
 }
 
 fn write(path: &Path, contents: &str) -> Result<(), String> {
@@ -348,7 +348,7 @@ async fn wait_until_ready(
     admin_token: &str,
     processes: &[&Supervised],
 ) -> Result<(), String> {
-    crate::connect::client::install_crypto_provider();
+    onepassword_operator::connect::client::install_crypto_provider();
     let http = reqwest::Client::builder()
         .add_root_certificate(reqwest::Certificate::from_der(ca_der).map_err(|e| e.to_string())?)
         .timeout(Duration::from_secs(5))
@@ -372,7 +372,7 @@ async fn wait_until_ready(
         if Instant::now() > deadline {
             let last = match ready {
                 Ok(r) => format!("status {}", r.status()),
-                Err(e) => crate::error_chain(&e),
+                Err(e) => onepassword_operator::error_chain(&e),
             };
             let apiserver = processes.iter().find(|p| p.name == "kube-apiserver");
             return Err(format!(
@@ -511,7 +511,7 @@ impl LocalCluster {
     }
 
     pub fn client(&self, identity: &Identity) -> Result<kube::Client, String> {
-        crate::connect::client::install_crypto_provider();
+        onepassword_operator::connect::client::install_crypto_provider();
         kube::Client::try_from(self.kube_config(identity)).map_err(|e| format!("cannot build a kube client: {e}"))
     }
 

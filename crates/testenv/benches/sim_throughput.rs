@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use connect_sim::{self as sim, DataFile, SimConfig};
 use onepassword_operator::connect::{ConnectClient, ConnectConfig, RetryPolicy};
-use onepassword_operator::sim::{self, DataFile, SimConfig};
 use secrecy::SecretString;
 
 const CONCURRENCY: usize = 32;

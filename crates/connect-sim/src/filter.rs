@@ -107,7 +107,12 @@ impl fmt::Display for Expr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Compare { attr, op, value } => {
-                write!(f, "{attr} {} {}", op.as_str(), crate::connect::filter::quote(value))
+                write!(
+                    f,
+                    "{attr} {} {}",
+                    op.as_str(),
+                    onepassword_connect::filter::quote(value)
+                )
             }
             Self::Present { attr } => write!(f, "{attr} pr"),
             Self::And(a, b) => write!(f, "({a}) and ({b})"),
@@ -434,7 +439,7 @@ mod tests {
 
         #[test]
         fn client_built_filters_match_exactly_their_title(title in "\\PC{1,20}", other in "\\PC{1,20}") {
-            let filter = crate::connect::Filter::title_eq(&title);
+            let filter = onepassword_connect::Filter::title_eq(&title);
             let expr = parse(filter.as_str(), ATTRS).unwrap();
             prop_assert!(expr.matches(&thing(&title, &[])));
             if other.to_lowercase() != title.to_lowercase() {
