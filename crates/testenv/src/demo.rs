@@ -1,4 +1,4 @@
-//! `onepassword-operator demo`: the whole product on one machine, with no 1Password account
+//! `onepassword-operator-demo`: the whole product on one machine, with no 1Password account
 //! and no cluster. It starts the Connect simulator (example data), a local control plane
 //! (etcd + kube-apiserver), and the operator; applies the example OnePasswordItems; prints
 //! the synced Secrets with their values masked; changes an item through the Connect API and
