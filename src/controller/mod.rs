@@ -692,6 +692,20 @@ mod tests {
     }
 
     #[test]
+    fn secrets_get_auto_restart_and_item_name_always_and_the_rest_only_when_asked() {
+        let on_the_item = BTreeMap::from([
+            (AUTO_RESTART.to_string(), "true".to_string()),
+            (ITEM_NAME.to_string(), "App Secret".to_string()),
+            ("team/on-call".to_string(), "alice".to_string()),
+            (LAST_APPLIED.to_string(), "{}".to_string()),
+            (ITEM_VERSION.to_string(), "999".to_string()),
+        ]);
+        let keys = |copy_all| -> Vec<String> { secret_annotations(&on_the_item, copy_all).into_keys().collect() };
+        assert_eq!(keys(false), [AUTO_RESTART, ITEM_NAME]);
+        assert_eq!(keys(true), [AUTO_RESTART, ITEM_NAME, "team/on-call"]);
+    }
+
+    #[test]
     fn retry_delays_grow_and_respect_people_and_servers() {
         let down = Error::from(ConnectError::from_status("get_item", 503, String::new(), None));
         let first = retry_delay(1, &down);
