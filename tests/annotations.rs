@@ -18,12 +18,7 @@ use onepassword_operator::crd::{OnePasswordItem, OnePasswordItemSpec};
 use serde_json::json;
 use support::harness::{Harness, harness_with, value};
 
-const DATA: &str = r#"
-vaults:
-  - name: Demo
-    items:
-      - { title: Database, fields: [{ label: password, value: s3cr3t-1 }] }
-"#;
+const DATA: &str = support::harness::ONE_ITEM;
 
 async fn start(prefix: &str) -> Option<Harness> {
     // Only auto-restart is switched on: annotated workloads need no setting.

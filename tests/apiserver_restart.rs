@@ -19,12 +19,7 @@ use opo_testenv::local_cluster::{ControlPlaneBinaries, LocalCluster};
 use secrecy::SecretString;
 use serde_json::json;
 
-const DATA: &str = r#"
-vaults:
-  - name: Demo
-    items:
-      - { title: Database, fields: [{ label: password, value: s3cr3t-1 }] }
-"#;
+const DATA: &str = support::harness::ONE_ITEM;
 
 fn password(secret: &Secret) -> Option<String> {
     let value = secret.data.as_ref()?.get("password")?;

@@ -358,11 +358,6 @@ fn deploy_manifests_match_the_chart() {
     );
 }
 
-fn ready(opi: &OnePasswordItem) -> Option<(String, String)> {
-    let ready = opi.status.as_ref()?.conditions.iter().find(|c| c.type_ == "Ready")?;
-    Some((ready.reason.clone()?, ready.message.clone().unwrap_or_default()))
-}
-
 #[tokio::test]
 async fn install_upgrade_and_run_as_the_charts_service_account() {
     let helm = helm!();
@@ -488,7 +483,7 @@ async fn install_upgrade_and_run_as_the_charts_service_account() {
         Duration::from_secs(30),
         async || {
             let opi = items.get("db").await.unwrap();
-            ready(&opi).filter(|(reason, _)| reason == "Synced")
+            support::harness::ready_reason_and_message(&opi).filter(|(reason, _)| reason == "Synced")
         },
     )
     .await;
@@ -528,7 +523,7 @@ async fn install_upgrade_and_run_as_the_charts_service_account() {
         .get_opt("web-db")
         .await
         .unwrap()
-        .and_then(|opi| ready(&opi).filter(|(reason, _)| reason == "Synced"))
+        .and_then(|opi| support::harness::ready_reason_and_message(&opi).filter(|(reason, _)| reason == "Synced"))
         .is_none()
     {
         assert!(
@@ -571,7 +566,10 @@ async fn install_upgrade_and_run_as_the_charts_service_account() {
     let failed = support::wait_for(
         "the missing permission is reported",
         Duration::from_secs(30),
-        async || ready(&items.get("api").await.unwrap()).filter(|(reason, _)| reason == "KubernetesError"),
+        async || {
+            support::harness::ready_reason_and_message(&items.get("api").await.unwrap())
+                .filter(|(reason, _)| reason == "KubernetesError")
+        },
     )
     .await;
     assert!(

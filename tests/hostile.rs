@@ -15,11 +15,6 @@ use opo_testenv::local_cluster::{self, Identity};
 /// The chart's memory limit.
 const CHART_LIMIT_KIB: u64 = 128 * 1024;
 
-fn ready(opi: &OnePasswordItem) -> Option<(String, String)> {
-    let ready = opi.status.as_ref()?.condition("Ready")?;
-    Some((ready.reason.clone()?, ready.message.clone().unwrap_or_default()))
-}
-
 #[tokio::test]
 async fn oversized_items_get_a_condition_and_the_operator_stays_under_its_memory_limit() {
     let Some(cluster) = support::cluster() else { return };
@@ -77,7 +72,7 @@ async fn oversized_items_get_a_condition_and_the_operator_stays_under_its_memory
         ("fields", "SecretTooLarge", "over the client's limit"),
     ] {
         let (_, message) = support::wait_for(&format!("{name} is {reason}"), Duration::from_secs(60), async || {
-            ready(&items.get(name).await.unwrap()).filter(|(r, _)| r == reason)
+            support::harness::ready_reason_and_message(&items.get(name).await.unwrap()).filter(|(r, _)| r == reason)
         })
         .await;
         assert!(message.contains(says), "{name}: {message}\n{}", operator.log_text());

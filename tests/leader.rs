@@ -19,12 +19,7 @@ use secrecy::SecretString;
 use serde_json::json;
 use support::OperatorProcess;
 
-const DATA: &str = r#"
-vaults:
-  - name: Demo
-    items:
-      - { title: Database, fields: [{ label: password, value: s3cr3t-1 }] }
-"#;
+const DATA: &str = support::harness::ONE_ITEM;
 const LEASE_SECONDS: u64 = 4;
 
 /// Two replicas' world: a namespace, a simulator, an admin kubeconfig.

@@ -19,12 +19,7 @@ use onepassword_operator::restart::DEBOUNCE;
 use serde_json::json;
 use support::harness::{Harness, harness_with, value};
 
-const DATA: &str = r#"
-vaults:
-  - name: Demo
-    items:
-      - { title: Database, fields: [{ label: password, value: s3cr3t-1 }] }
-"#;
+const DATA: &str = support::harness::ONE_ITEM;
 
 async fn start(prefix: &str, auto_restart: bool) -> Option<Harness> {
     harness_with(prefix, DATA, Duration::from_millis(300), |s| {

@@ -50,6 +50,15 @@ const TOKENS: &str = r#"tokens:
   - { name: writer, token: writer-token, vaults: { "*": read-write } }
 "#;
 
+/// One vault, `Demo`, with one item, `Database`, whose `password` is `s3cr3t-1`: the data of
+/// tests that need just one item.
+pub const ONE_ITEM: &str = r#"
+vaults:
+  - name: Demo
+    items:
+      - { title: Database, fields: [{ label: password, value: s3cr3t-1 }] }
+"#;
+
 /// Simulator data from the YAML of its vaults, with the tokens tests use.
 pub fn sim_data(vaults: &str) -> DataFile {
     DataFile::parse(&format!("{TOKENS}{vaults}")).unwrap()
@@ -232,6 +241,12 @@ impl Harness {
 
 pub fn ready(opi: &OnePasswordItem) -> Option<&ItemCondition> {
     condition(opi, "Ready")
+}
+
+/// The Ready condition's reason and message, once it has a reason.
+pub fn ready_reason_and_message(opi: &OnePasswordItem) -> Option<(String, String)> {
+    let ready = ready(opi)?;
+    Some((ready.reason.clone()?, ready.message.clone().unwrap_or_default()))
 }
 
 pub fn ready_message(opi: &OnePasswordItem) -> &str {
