@@ -6,6 +6,12 @@
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 pub const MANAGED_BY_VALUE: &str = "onepassword-operator";
 
+/// The label selector of what we manage: Secrets, and the OnePasswordItems of annotated
+/// workloads.
+pub fn managed_selector() -> String {
+    format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}")
+}
+
 /// The prefix of every annotation of 1Password's Go operator, and of ours.
 pub const OPERATOR_PREFIX: &str = "operator.1password.io";
 
@@ -30,6 +36,9 @@ pub const IGNORE_SECRET_TAG: &str = "operator.1password.io:ignore-secret";
 /// Finalizer of 1Password's Go operator. We use none (an operator that is down must not
 /// block namespace deletion), and remove this one from objects it left behind.
 pub const LEGACY_FINALIZER: &str = "onepassword.com/finalizer.secret";
+
+/// Where `kubectl apply` keeps the whole manifest it applied.
+pub const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 /// Field manager of every server-side apply.
 pub const FIELD_MANAGER: &str = "onepassword-operator";

@@ -42,13 +42,9 @@ pub async fn connect_check(client: &ConnectClient, item_path: Option<&str>) -> R
     let _ = writeln!(report, "Token    sees {} vault(s): {}", vaults.len(), listed.join(", "));
 
     if let Some(path) = item_path {
-        let parts: Vec<&str> = path.split('/').collect();
-        let [_, vault_ref, _, item_ref] = parts[..] else {
+        let Some((vault_ref, item_ref)) = crate::crd::parse_item_path(path) else {
             return Err(format!("item path {path:?} must look like vaults/<vault>/items/<item>"));
         };
-        if parts[0] != "vaults" || parts[2] != "items" || vault_ref.is_empty() || item_ref.is_empty() {
-            return Err(format!("item path {path:?} must look like vaults/<vault>/items/<item>"));
-        }
         let vault = resolve_vault(client, vault_ref)
             .await
             .map_err(|e| format!("vault {vault_ref:?}: {}", error_chain(&e)))?;

@@ -26,6 +26,23 @@ pub const PLURAL: &str = "onepassworditems";
 /// `vaults/<vault id or title>/items/<item id or title>`: four non-empty parts.
 pub const ITEM_PATH_PATTERN: &str = "^vaults/[^/]+/items/[^/]+$";
 
+/// Condition types of a OnePasswordItem's status.
+pub const READY: &str = "Ready";
+pub const SYNCED: &str = "Synced";
+pub const KEY_COLLISION: &str = "KeyCollision";
+pub const KEYS_SKIPPED: &str = "KeysSkipped";
+pub const ITEM_PATH_AMBIGUOUS: &str = "ItemPathAmbiguous";
+
+/// Splits `vaults/<vault>/items/<item>` into the vault and the item (titles or ids); `None`
+/// for anything else. The one parser of item paths, for resources and `connect-check`.
+pub fn parse_item_path(path: &str) -> Option<(&str, &str)> {
+    let parts: Vec<&str> = path.split('/').collect();
+    match parts[..] {
+        ["vaults", vault, "items", item] if !vault.is_empty() && !item.is_empty() => Some((vault, item)),
+        _ => None,
+    }
+}
+
 /// What a `OnePasswordItem` asks for.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -99,12 +116,18 @@ impl OnePasswordItemStatus {
 
     /// `Ready=True`: the Secret holds the item's data as last fetched.
     pub fn is_ready(&self) -> bool {
-        self.condition("Ready").is_some_and(|c| c.status == "True")
+        self.condition(READY).is_some_and(|c| c.status == "True")
+    }
+
+    /// `Synced=False`: the last attempt to read the item from Connect failed, so the Secret
+    /// may be behind.
+    pub fn is_unconfirmed(&self) -> bool {
+        self.condition(SYNCED).is_some_and(|c| c.status == "False")
     }
 
     /// Ready, and not known to be behind: the last read from Connect did not fail.
     pub fn is_in_sync(&self) -> bool {
-        self.is_ready() && self.condition("Synced").is_none_or(|c| c.status != "False")
+        self.is_ready() && !self.is_unconfirmed()
     }
 }
 

@@ -11,14 +11,15 @@ use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::events::v1::Event as K8sEvent;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::api::{Api, PostParams};
+use tracing::warn;
 
-pub use kube::runtime::events::{Event, EventType};
+pub(crate) use kube::runtime::events::{Event, EventType};
 
 /// The API server refuses notes longer than this (bytes).
 const MAX_NOTE: usize = 1024;
 
 #[derive(Clone)]
-pub struct EventPublisher {
+pub(crate) struct EventPublisher {
     client: kube::Client,
     controller: String,
     instance: String,
@@ -26,7 +27,7 @@ pub struct EventPublisher {
 
 impl EventPublisher {
     /// `instance` names this replica (the pod name); the controller name stands in without it.
-    pub fn new(client: kube::Client, controller: &str, instance: Option<String>) -> Self {
+    pub(crate) fn new(client: kube::Client, controller: &str, instance: Option<String>) -> Self {
         Self {
             client,
             controller: controller.to_owned(),
@@ -34,8 +35,30 @@ impl EventPublisher {
         }
     }
 
+    /// Publishes a Normal or Warning Event about `regarding`. Events are best effort: one
+    /// the apiserver refuses is logged, never an error of the caller.
+    pub(crate) async fn notify(
+        &self,
+        regarding: &ObjectReference,
+        warning: bool,
+        action: &str,
+        reason: &str,
+        note: String,
+    ) {
+        let event = Event {
+            type_: if warning { EventType::Warning } else { EventType::Normal },
+            reason: reason.into(),
+            note: Some(note),
+            action: action.into(),
+            secondary: None,
+        };
+        if let Err(err) = self.publish(&event, regarding).await {
+            warn!(reason, error = %err, "cannot publish an Event");
+        }
+    }
+
     /// Creates the Event in the namespace of the object it is about.
-    pub async fn publish(&self, event: &Event, regarding: &ObjectReference) -> Result<(), kube::Error> {
+    async fn publish(&self, event: &Event, regarding: &ObjectReference) -> Result<(), kube::Error> {
         let namespace = regarding.namespace.as_deref().unwrap_or("default");
         let api: Api<K8sEvent> = Api::namespaced(self.client.clone(), namespace);
         let built = build_event(event, regarding, &self.controller, &self.instance, Timestamp::now());
@@ -44,7 +67,7 @@ impl EventPublisher {
 }
 
 /// The Event object for `event` about `regarding`, named uniquely by the time.
-pub fn build_event(
+pub(crate) fn build_event(
     event: &Event,
     regarding: &ObjectReference,
     controller: &str,

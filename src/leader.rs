@@ -27,8 +27,8 @@ pub struct Election {
     pub lease_duration: Duration,
 }
 
-/// Waits for the lease, then runs `work` while holding it. `on_standby` runs once while
-/// waiting, `on_leader` once the lease is held.
+/// Waits for the lease, then runs `work` while holding it; `on_leader` runs once the lease
+/// is held, before `work` starts.
 pub async fn run_as_leader<W: Future<Output = ()>>(
     client: kube::Client,
     election: Election,
@@ -105,7 +105,7 @@ async fn released(leases: Api<Lease>, name: &str) {
     let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
     let mut events = std::pin::pin!(
         watcher::watcher(leases, config)
-            .backoff(crate::controller::watch_backoff())
+            .backoff(crate::kubernetes::watch_backoff())
             .applied_objects()
     );
     let mut held = false;

@@ -1,20 +1,23 @@
+#![warn(unreachable_pub)]
 //! onepassword-operator: keeps Kubernetes Secrets in sync with 1Password items read
-//! through a 1Password Connect server.
+//! through a 1Password Connect server. Where each concern lives:
 //!
 //! - [`connect`]: the Connect API client (models, errors, filters, resolution); the
 //!   `onepassword-connect` crate, which knows nothing of Kubernetes.
-//! - [`controller`]: the OnePasswordItem controller (resolve → fetch → build → apply → status).
-//! - [`poller`]: O(vaults) change detection that triggers the controller.
-//! - [`restart`]: restarts of workloads whose Secret data changed.
-//! - [`secret`]: the pure item → Secret mapping.
-//! - [`crd`]: the `OnePasswordItem` custom resource and its CRD.
-//! - [`cli`], [`check`]: shared command-line settings and `connect-check`.
-//! - [`leader`]: leader election through a Lease.
-//! - [`events`]: Kubernetes Events about the objects the operator manages.
-//! - [`server`]: `/healthz`, `/readyz` and `/metrics`.
-//! - [`workloads`]: Secrets for workloads annotated with `item-path` and `item-name`.
-//! - [`telemetry`]: logging setup shared by every subcommand.
+//! - [`crd`]: the `OnePasswordItem` custom resource, its CRD and its condition types.
+//! - [`controller`]: the OnePasswordItem controller, one file per step
+//!   (resolve → fetch → build → apply → status) and its [`controller::Context`].
+//! - [`wiring`]: builds the watches, controllers, poller and restarter and runs them.
+//! - `poller`: O(vaults) change detection that triggers the controller.
+//! - `annotated_workloads`: Secrets for workloads annotated with `item-path` and `item-name`.
+//! - `restart`: restarts of workloads whose Secret data changed; `workload_kind`: the one
+//!   trait for Deployments, StatefulSets and DaemonSets.
+//! - `events`, [`metrics`], [`server`] (`/healthz`, `/readyz`, `/metrics`), [`leader`]
+//!   (leader election through a Lease), `kubernetes` (small API helpers).
+//! - [`annotations`]: every label, annotation and finalizer name; `names`: Secret names.
+//! - [`cli`], [`check`], [`telemetry`]: command-line settings, `connect-check`, logging.
 
+mod annotated_workloads;
 pub mod annotations;
 pub mod check;
 pub mod cli;
@@ -22,15 +25,20 @@ pub mod cli;
 pub use onepassword_connect as connect;
 pub mod controller;
 pub mod crd;
-pub mod events;
+mod events;
+mod kubernetes;
 pub mod leader;
 pub mod metrics;
-pub mod poller;
-pub mod restart;
-pub mod secret;
+mod names;
+mod poller;
+mod restart;
 pub mod server;
 pub mod telemetry;
-pub mod workloads;
+pub mod wiring;
+
+/// Changes to Secrets closer together than this cause one restart of their workloads.
+pub use restart::DEBOUNCE as RESTART_DEBOUNCE;
+mod workload_kind;
 
 /// An error and its sources, joined with `: ` — what a person needs to see the cause
 /// (`cannot reach Connect: … : Connection refused`).

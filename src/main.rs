@@ -8,11 +8,10 @@ use std::time::Duration;
 use clap::{ArgAction, Args, Parser, Subcommand};
 use onepassword_operator::cli::ConnectArgs;
 use onepassword_operator::connect::ConnectClient;
-use onepassword_operator::controller::{self, Context, Settings};
+use onepassword_operator::controller::{Context, MappingOptions, Settings};
 use onepassword_operator::metrics::Metrics;
-use onepassword_operator::secret::MappingOptions;
-use onepassword_operator::server;
 use onepassword_operator::telemetry::{self, LogFormat};
+use onepassword_operator::{server, wiring};
 
 /// jemalloc fragments less than glibc's allocator (and far less than musl's, in the image)
 /// under many small allocations made and freed across threads: at 10,000 resources, peak RSS
@@ -189,7 +188,7 @@ async fn run(args: RunArgs) -> Result<(), String> {
     let probes_addr = server::serve(args.health_probe_bind_address, server::probes_router(ctx.clone())).await?;
     tracing::info!(%metrics_addr, %probes_addr, "serving /metrics, /healthz and /readyz");
     if !args.leader_elect {
-        controller::run(ctx).await;
+        wiring::run(ctx).await;
         return Ok(());
     }
     let identity = args.pod_name.unwrap_or_else(|| {
@@ -210,6 +209,6 @@ async fn run(args: RunArgs) -> Result<(), String> {
         let ctx = ctx.clone();
         move || ctx.set_standby(false)
     };
-    onepassword_operator::leader::run_as_leader(ctx.client.clone(), election, on_leader, controller::run(ctx.clone()))
+    onepassword_operator::leader::run_as_leader(ctx.client().clone(), election, on_leader, wiring::run(ctx.clone()))
         .await
 }

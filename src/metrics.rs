@@ -108,11 +108,12 @@ impl Metrics {
         }
     }
 
-    pub fn polled(&self, report: &crate::poller::PollReport, took: Duration) {
-        let result = if report.failed == 0 { "ok" } else { "error" };
+    /// A change-detection poll; `checked_every_vault` is false when a vault could not be read.
+    pub fn polled(&self, checked_every_vault: bool, took: Duration) {
+        let result = if checked_every_vault { "ok" } else { "error" };
         self.polls.get_or_create(&PollLabels { result }).inc();
         self.poll_duration.observe(took.as_secs_f64());
-        if report.failed == 0 {
+        if checked_every_vault {
             self.last_successful_poll.set(unix_now());
         }
     }
@@ -125,18 +126,14 @@ impl Metrics {
         ok + failed
     }
 
-    /// Counts resources in and out of sync, from what the controller's cache holds.
-    pub fn set_resources(&self, objects: &[std::sync::Arc<crate::crd::OnePasswordItem>]) {
-        let in_sync = objects
-            .iter()
-            .filter(|o| o.status.as_ref().is_some_and(|s| s.is_in_sync()))
-            .count();
+    /// Sets how many of the `total` resources are in sync.
+    pub fn set_resources(&self, in_sync: usize, total: usize) {
         self.resources
             .get_or_create(&ResourceLabels { state: "in_sync" })
             .set(in_sync as i64);
         self.resources
             .get_or_create(&ResourceLabels { state: "out_of_sync" })
-            .set((objects.len() - in_sync) as i64);
+            .set(total.saturating_sub(in_sync) as i64);
     }
 
     pub fn reconcile_count(&self, result: &'static str) -> u64 {

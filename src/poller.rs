@@ -18,13 +18,13 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use tracing::{debug, info, warn};
 
 use crate::connect::ConnectError;
-use crate::controller::Context;
-use crate::controller::items::ItemKey;
-use crate::controller::status::ConnectFailure;
+use crate::controller::fetch::ItemKey;
+use crate::controller::outcome::ConnectFailure;
+use crate::controller::{Context, Error};
 use crate::crd::OnePasswordItem;
 
 /// Longest time a referenced vault goes without its items being listed.
-pub const SAFETY_LISTING: Duration = Duration::from_secs(300);
+pub(crate) const SAFETY_LISTING: Duration = Duration::from_secs(300);
 /// How long to stop polling after Connect rejected the token, unless the token changes.
 const AUTH_PAUSE: Duration = Duration::from_secs(300);
 /// How often the token file is looked at during that pause.
@@ -44,7 +44,7 @@ struct VaultSeen {
 /// Where a resource stands, as its status says; borrowed from the watch cache, so that a
 /// poll over many resources copies nothing but the few it triggers.
 #[derive(Clone, Copy, Debug)]
-pub struct Tracked<'a> {
+pub(crate) struct Tracked<'a> {
     pub object: &'a OnePasswordItem,
     pub vault_id: &'a str,
     pub item_id: &'a str,
@@ -56,7 +56,7 @@ pub struct Tracked<'a> {
 }
 
 impl Tracked<'_> {
-    pub fn key(&self) -> ItemKey {
+    pub(crate) fn key(&self) -> ItemKey {
         ItemKey {
             vault_id: self.vault_id.to_owned(),
             item_id: self.item_id.to_owned(),
@@ -65,14 +65,14 @@ impl Tracked<'_> {
 }
 
 /// The resources the poller watches over: those whose item has been resolved.
-pub fn tracked(objects: &[Arc<OnePasswordItem>]) -> Vec<Tracked<'_>> {
+pub(crate) fn tracked(objects: &[Arc<OnePasswordItem>]) -> Vec<Tracked<'_>> {
     objects
         .iter()
         .filter(|o| o.metadata.deletion_timestamp.is_none())
         .filter_map(|o| {
             let status = o.status.as_ref()?;
             let ready = status.is_ready();
-            let unconfirmed = status.condition("Synced").is_some_and(|c| c.status == "False");
+            let unconfirmed = status.is_unconfirmed();
             Some(Tracked {
                 object: o.as_ref(),
                 vault_id: status.vault_id.as_deref()?,
@@ -86,7 +86,7 @@ pub fn tracked(objects: &[Arc<OnePasswordItem>]) -> Vec<Tracked<'_>> {
 }
 
 /// Resources of `vault_id` whose Secret is behind the listed versions, or whose item is gone.
-pub fn stale<'a>(tracked: &[Tracked<'a>], vault_id: &str, listed: &HashMap<String, u64>) -> Vec<Tracked<'a>> {
+pub(crate) fn stale<'a>(tracked: &[Tracked<'a>], vault_id: &str, listed: &HashMap<String, u64>) -> Vec<Tracked<'a>> {
     tracked
         .iter()
         .filter(|t| t.vault_id == vault_id)
@@ -101,7 +101,10 @@ pub fn stale<'a>(tracked: &[Tracked<'a>], vault_id: &str, listed: &HashMap<Strin
 
 /// Resources of a vault that answered whose status still says Connect could not be read:
 /// each poll that reaches the vault sets them right, whenever their failure was written.
-pub fn unconfirmed<'t, 'a>(tracked: &'t [Tracked<'a>], vault_id: &'t str) -> impl Iterator<Item = &'t Tracked<'a>> {
+pub(crate) fn unconfirmed<'t, 'a>(
+    tracked: &'t [Tracked<'a>],
+    vault_id: &'t str,
+) -> impl Iterator<Item = &'t Tracked<'a>> {
     tracked.iter().filter(move |t| t.vault_id == vault_id && t.unconfirmed)
 }
 
@@ -110,13 +113,13 @@ pub fn unconfirmed<'t, 'a>(tracked: &'t [Tracked<'a>], vault_id: &'t str) -> imp
 /// thousands of items at once); the controller's scheduler merges requests for one object,
 /// and a poll sends at most one per resource.
 #[derive(Clone, Debug)]
-pub struct Triggers {
+pub(crate) struct Triggers {
     /// Namespace → sender; the key `None` is the controller that watches every namespace.
     senders: BTreeMap<Option<String>, mpsc::UnboundedSender<ObjectRef<OnePasswordItem>>>,
 }
 
 impl Triggers {
-    pub fn new(senders: BTreeMap<Option<String>, mpsc::UnboundedSender<ObjectRef<OnePasswordItem>>>) -> Self {
+    pub(crate) fn new(senders: BTreeMap<Option<String>, mpsc::UnboundedSender<ObjectRef<OnePasswordItem>>>) -> Self {
         Self { senders }
     }
 
@@ -134,7 +137,7 @@ impl Triggers {
     }
 }
 
-pub struct Poller {
+pub(crate) struct Poller {
     ctx: Arc<Context>,
     stores: Vec<Store<OnePasswordItem>>,
     triggers: Triggers,
@@ -147,7 +150,7 @@ pub struct Poller {
 
 /// What one poll found, for logs and tests.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct PollReport {
+pub(crate) struct PollReport {
     pub vaults: usize,
     pub listed: usize,
     pub triggered: usize,
@@ -156,7 +159,7 @@ pub struct PollReport {
 }
 
 impl Poller {
-    pub fn new(ctx: Arc<Context>, stores: Vec<Store<OnePasswordItem>>, triggers: Triggers) -> Self {
+    pub(crate) fn new(ctx: Arc<Context>, stores: Vec<Store<OnePasswordItem>>, triggers: Triggers) -> Self {
         Self {
             ctx,
             stores,
@@ -168,7 +171,7 @@ impl Poller {
     }
 
     /// Polls every `polling_interval` until the process ends.
-    pub async fn run(mut self) {
+    pub(crate) async fn run(mut self) {
         for store in &self.stores {
             let _ = store.wait_until_ready().await;
         }
@@ -183,7 +186,7 @@ impl Poller {
             self.after_a_token_change();
             let started = Instant::now();
             let report = self.poll_once().await;
-            self.ctx.metrics.polled(&report, started.elapsed());
+            self.ctx.metrics.polled(report.failed == 0, started.elapsed());
             if report.triggered > 0 || report.failed > 0 {
                 debug!(?report, "poll");
             }
@@ -244,9 +247,13 @@ impl Poller {
     }
 
     /// One round over the referenced vaults.
-    pub async fn poll_once(&mut self) -> PollReport {
+    pub(crate) async fn poll_once(&mut self) -> PollReport {
         let objects: Vec<Arc<OnePasswordItem>> = self.stores.iter().flat_map(|s| s.state()).collect();
-        self.ctx.metrics.set_resources(&objects);
+        let in_sync = objects
+            .iter()
+            .filter(|o| o.status.as_ref().is_some_and(|s| s.is_in_sync()))
+            .count();
+        self.ctx.metrics.set_resources(in_sync, objects.len());
         // A Secret goes with its deleted owner: forget what we knew of it. Every entry has an
         // owner of the same name, so only more entries than owners means some are stale.
         if self.ctx.known.len() > objects.len() {
@@ -358,7 +365,7 @@ impl Poller {
                     report.failed += 1;
                     report.unauthorized |= matches!(err, ConnectError::Unauthorized { .. });
                     warn!(vault = %vault_id, error = %crate::error_chain(&err), "cannot check a vault for changes");
-                    let failure = ConnectFailure::from(&crate::controller::Error::from(err));
+                    let failure = ConnectFailure::from(&Error::from(err));
                     if self.ctx.vault_failed(&vault_id, failure) {
                         // Newly unreachable: the resources of this vault must say so.
                         self.trigger_vault(&tracked, &vault_id, &mut report);
@@ -385,7 +392,7 @@ impl Poller {
 
 /// Extra wait after `failed_polls` polls in a row that reached no vault: the interval
 /// doubles each time, up to [`MAX_OUTAGE_BACKOFF`] between polls.
-pub fn outage_backoff(interval: Duration, failed_polls: u32) -> Duration {
+pub(crate) fn outage_backoff(interval: Duration, failed_polls: u32) -> Duration {
     if failed_polls == 0 {
         return Duration::ZERO;
     }

@@ -12,57 +12,54 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::events::{Event, EventPublisher, EventType};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{Namespace, PodTemplateSpec};
+use kube::ResourceExt;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use serde_json::json;
 use tracing::{info, warn};
 
 use crate::annotations::{AUTO_RESTART, ITEM_NAME, LAST_RESTARTED};
+use crate::events::EventPublisher;
+use crate::names::sanitize_secret_name;
+use crate::workload_kind::WorkloadKind;
 
 /// Changes closer together than this cause one restart.
 pub const DEBOUNCE: Duration = Duration::from_secs(2);
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Kind {
-    Deployment,
-    StatefulSet,
-    DaemonSet,
+/// What restart decisions need to know of a workload: the annotations of the object and its
+/// pod template.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Consumer<'a> {
+    pub(crate) annotations: &'a BTreeMap<String, String>,
+    pub(crate) template: Option<&'a PodTemplateSpec>,
 }
 
-impl Kind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Deployment => "Deployment",
-            Self::StatefulSet => "StatefulSet",
-            Self::DaemonSet => "DaemonSet",
+impl<'a> Consumer<'a> {
+    fn of<K: WorkloadKind>(workload: &'a K) -> Self {
+        Self {
+            annotations: workload.annotations(),
+            template: workload.template(),
         }
     }
 }
 
-/// What restart decisions need to know of a workload.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Workload {
-    pub kind: Kind,
-    pub name: String,
-    pub annotations: BTreeMap<String, String>,
-    pub template: PodTemplateSpec,
-}
-
 /// Whether the pod template (or the `item-name` annotation, on the workload or its pod
 /// template, sanitized as the Secret's name is) uses the Secret.
-pub fn uses_secret(workload: &Workload, secret: &str) -> bool {
-    let template_annotations = workload.template.metadata.as_ref().and_then(|m| m.annotations.as_ref());
-    let named = [Some(&workload.annotations), template_annotations]
+pub(crate) fn uses_secret(workload: Consumer<'_>, secret: &str) -> bool {
+    let template_annotations = workload
+        .template
+        .and_then(|t| t.metadata.as_ref())
+        .and_then(|m| m.annotations.as_ref());
+    let named = [Some(workload.annotations), template_annotations]
         .into_iter()
         .flatten()
         .filter_map(|a| a.get(ITEM_NAME))
-        .any(|n| crate::secret::sanitize_secret_name(n.trim()) == secret);
+        .any(|n| sanitize_secret_name(n.trim()) == secret);
     if named {
         return true;
     }
-    let Some(spec) = &workload.template.spec else {
+    let Some(spec) = workload.template.and_then(|t| t.spec.as_ref()) else {
         return false;
     };
     let containers = spec.containers.iter().chain(spec.init_containers.iter().flatten());
@@ -104,7 +101,7 @@ fn flag(annotations: Option<&BTreeMap<String, String>>) -> Option<bool> {
 }
 
 /// The Go precedence: Secret > workload > Namespace > global default.
-pub fn should_restart(
+pub(crate) fn should_restart(
     secret: Option<&BTreeMap<String, String>>,
     workload: Option<&BTreeMap<String, String>>,
     namespace: Option<&BTreeMap<String, String>>,
@@ -118,7 +115,7 @@ pub fn should_restart(
 
 /// A Secret whose data changed.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ChangedSecret {
+pub(crate) struct ChangedSecret {
     pub namespace: String,
     pub name: String,
     pub annotations: BTreeMap<String, String>,
@@ -126,7 +123,7 @@ pub struct ChangedSecret {
 }
 
 /// Collects changed Secrets and restarts their workloads once the burst is over.
-pub struct Restarter {
+pub(crate) struct Restarter {
     client: kube::Client,
     events: EventPublisher,
     default: bool,
@@ -135,7 +132,7 @@ pub struct Restarter {
 }
 
 impl Restarter {
-    pub fn new(client: kube::Client, events: EventPublisher, default: bool) -> Arc<Self> {
+    pub(crate) fn new(client: kube::Client, events: EventPublisher, default: bool) -> Arc<Self> {
         Arc::new(Self {
             client,
             events,
@@ -145,7 +142,7 @@ impl Restarter {
     }
 
     /// Notes a changed Secret; the restart happens after [`DEBOUNCE`] without new changes.
-    pub fn secret_changed(&self, changed: ChangedSecret) {
+    pub(crate) fn secret_changed(&self, changed: ChangedSecret) {
         let mut pending = self.pending.lock().expect("restart queue lock");
         let entry = pending
             .entry(changed.namespace.clone())
@@ -156,7 +153,7 @@ impl Restarter {
     }
 
     /// Restarts what is due, every few hundred milliseconds, until the process ends.
-    pub async fn run(self: Arc<Self>) {
+    pub(crate) async fn run(self: Arc<Self>) {
         let mut ticker = tokio::time::interval(Duration::from_millis(250));
         loop {
             ticker.tick().await;
@@ -181,64 +178,38 @@ impl Restarter {
         }
     }
 
-    async fn workloads(&self, namespace: &str) -> Result<Vec<Workload>, kube::Error> {
-        let params = ListParams::default();
-        let mut all = Vec::new();
-        for d in Api::<Deployment>::namespaced(self.client.clone(), namespace)
-            .list(&params)
-            .await?
-        {
-            let template = d.spec.map(|s| s.template).unwrap_or_default();
-            all.push(Workload {
-                kind: Kind::Deployment,
-                name: d.metadata.name.unwrap_or_default(),
-                annotations: d.metadata.annotations.unwrap_or_default(),
-                template,
-            });
-        }
-        for s in Api::<StatefulSet>::namespaced(self.client.clone(), namespace)
-            .list(&params)
-            .await?
-        {
-            let template = s.spec.map(|s| s.template).unwrap_or_default();
-            all.push(Workload {
-                kind: Kind::StatefulSet,
-                name: s.metadata.name.unwrap_or_default(),
-                annotations: s.metadata.annotations.unwrap_or_default(),
-                template,
-            });
-        }
-        for d in Api::<DaemonSet>::namespaced(self.client.clone(), namespace)
-            .list(&params)
-            .await?
-        {
-            let template = d.spec.map(|s| s.template).unwrap_or_default();
-            all.push(Workload {
-                kind: Kind::DaemonSet,
-                name: d.metadata.name.unwrap_or_default(),
-                annotations: d.metadata.annotations.unwrap_or_default(),
-                template,
-            });
-        }
-        Ok(all)
-    }
-
     /// Restarts each workload of the namespace that uses one of the Secrets, once.
     async fn restart_consumers(&self, namespace: &str, secrets: &[ChangedSecret]) -> Result<(), kube::Error> {
-        let workloads = self.workloads(namespace).await?;
         let ns_annotations = Api::<Namespace>::all(self.client.clone())
             .get_opt(namespace)
             .await?
             .and_then(|n| n.metadata.annotations);
-        for workload in &workloads {
+        let ns_annotations = ns_annotations.as_ref();
+        self.restart_kind::<Deployment>(namespace, secrets, ns_annotations)
+            .await?;
+        self.restart_kind::<StatefulSet>(namespace, secrets, ns_annotations)
+            .await?;
+        self.restart_kind::<DaemonSet>(namespace, secrets, ns_annotations).await
+    }
+
+    /// Restarts the workloads of one kind that use one of the Secrets and want restarts.
+    async fn restart_kind<K: WorkloadKind>(
+        &self,
+        namespace: &str,
+        secrets: &[ChangedSecret],
+        ns_annotations: Option<&BTreeMap<String, String>>,
+    ) -> Result<(), kube::Error> {
+        let api = Api::<K>::namespaced(self.client.clone(), namespace);
+        for workload in api.list(&ListParams::default()).await? {
+            let consumer = Consumer::of(&workload);
             let reasons: Vec<&ChangedSecret> = secrets
                 .iter()
-                .filter(|s| uses_secret(workload, &s.name))
+                .filter(|s| uses_secret(consumer, &s.name))
                 .filter(|s| {
                     should_restart(
                         Some(&s.annotations),
-                        Some(&workload.annotations),
-                        ns_annotations.as_ref(),
+                        Some(consumer.annotations),
+                        ns_annotations,
                         self.default,
                     )
                 })
@@ -248,55 +219,19 @@ impl Restarter {
             }
             let now = jiff::Timestamp::now().to_string();
             let patch = json!({ "spec": { "template": { "metadata": { "annotations": { LAST_RESTARTED: now } } } } });
-            let params = PatchParams::default();
-            let reference = match workload.kind {
-                Kind::Deployment => {
-                    let api = Api::<Deployment>::namespaced(self.client.clone(), namespace);
-                    api.patch(&workload.name, &params, &Patch::Merge(&patch)).await?;
-                    object_reference::<Deployment>(namespace, &workload.name)
-                }
-                Kind::StatefulSet => {
-                    let api = Api::<StatefulSet>::namespaced(self.client.clone(), namespace);
-                    api.patch(&workload.name, &params, &Patch::Merge(&patch)).await?;
-                    object_reference::<StatefulSet>(namespace, &workload.name)
-                }
-                Kind::DaemonSet => {
-                    let api = Api::<DaemonSet>::namespaced(self.client.clone(), namespace);
-                    api.patch(&workload.name, &params, &Patch::Merge(&patch)).await?;
-                    object_reference::<DaemonSet>(namespace, &workload.name)
-                }
-            };
+            let name = workload.name_any();
+            api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
             let names: Vec<String> = reasons
                 .iter()
                 .map(|s| format!("{} (item version {})", s.name, s.item_version))
                 .collect();
             let note = format!("Restarted to pick up the new data of Secret {}", names.join(", "));
-            info!(%namespace, kind = workload.kind.as_str(), name = %workload.name, "restarted workload");
-            let event = Event {
-                type_: EventType::Normal,
-                reason: "Restarted".into(),
-                note: Some(note),
-                action: "Restart".into(),
-                secondary: None,
-            };
-            if let Err(err) = self.events.publish(&event, &reference).await {
-                warn!(error = %err, "cannot publish a restart Event");
-            }
+            info!(%namespace, kind = %K::kind(&()), %name, "restarted workload");
+            self.events
+                .notify(&workload.object_ref(&()), false, "Restart", "Restarted", note)
+                .await;
         }
         Ok(())
-    }
-}
-
-fn object_reference<K: kube::Resource<DynamicType = ()>>(
-    namespace: &str,
-    name: &str,
-) -> k8s_openapi::api::core::v1::ObjectReference {
-    k8s_openapi::api::core::v1::ObjectReference {
-        api_version: Some(K::api_version(&()).into_owned()),
-        kind: Some(K::kind(&()).into_owned()),
-        name: Some(name.to_owned()),
-        namespace: Some(namespace.to_owned()),
-        ..Default::default()
     }
 }
 
@@ -308,10 +243,23 @@ mod tests {
         SecretKeySelector, SecretProjection, SecretVolumeSource, Volume, VolumeProjection,
     };
 
+    /// A workload's annotations and pod template.
+    struct Workload {
+        annotations: BTreeMap<String, String>,
+        template: PodTemplateSpec,
+    }
+
+    impl Workload {
+        fn consumer(&self) -> Consumer<'_> {
+            Consumer {
+                annotations: &self.annotations,
+                template: Some(&self.template),
+            }
+        }
+    }
+
     fn workload(spec: PodSpec) -> Workload {
         Workload {
-            kind: Kind::Deployment,
-            name: "app".into(),
             annotations: BTreeMap::new(),
             template: PodTemplateSpec {
                 spec: Some(spec),
@@ -399,10 +347,10 @@ mod tests {
             ("projected", &by_projection),
             ("item-name", &by_annotation),
         ] {
-            assert!(uses_secret(w, "db"), "{how}");
-            assert!(!uses_secret(w, "other"), "{how}");
+            assert!(uses_secret(w.consumer(), "db"), "{how}");
+            assert!(!uses_secret(w.consumer(), "other"), "{how}");
         }
-        assert!(!uses_secret(&workload(PodSpec::default()), "db"));
+        assert!(!uses_secret(workload(PodSpec::default()).consumer(), "db"));
     }
 
     fn annotated(value: &str) -> BTreeMap<String, String> {

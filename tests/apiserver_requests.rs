@@ -37,7 +37,7 @@ fn secret_requests(before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64>
 /// Waits until `count` more reconciles have ended than `since`, and then for quiet.
 async fn reconciled(h: &Harness, since: u64, count: u64) {
     let deadline = Instant::now() + Duration::from_secs(20);
-    while h.ctx.metrics.reconcile_count("ok") < since + count {
+    while h.ctx.metrics().reconcile_count("ok") < since + count {
         assert!(Instant::now() < deadline, "the reconciles did not run");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -78,7 +78,7 @@ async fn secrets_are_read_once_and_then_only_when_they_change() {
     );
 
     // Reconciles with nothing new (an unrelated annotation on every resource): no request.
-    let reconciles = h.ctx.metrics.reconcile_count("ok");
+    let reconciles = h.ctx.metrics().reconcile_count("ok");
     let nudge = json!({ "metadata": { "annotations": { "example.com/nudge": "1" } } });
     for i in 0..RESOURCES {
         h.items()
@@ -95,7 +95,7 @@ async fn secrets_are_read_once_and_then_only_when_they_change() {
     );
 
     // A hand edit: the test's patch, then one read and one write to repair it.
-    let reconciles = h.ctx.metrics.reconcile_count("ok");
+    let reconciles = h.ctx.metrics().reconcile_count("ok");
     let edit = json!({ "data": { "password": "aGFuZC1lZGl0" } });
     h.secrets()
         .patch("item-0", &PatchParams::default(), &Patch::Merge(&edit))

@@ -12,9 +12,10 @@ use connect_sim::{self as sim, SimConfig};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use onepassword_operator::connect::{ConnectConfig, RetryPolicy};
-use onepassword_operator::controller::{self, Context, Settings};
+use onepassword_operator::controller::{Context, Settings};
 use onepassword_operator::crd::{OnePasswordItem, OnePasswordItemSpec};
 use onepassword_operator::metrics::Metrics;
+use onepassword_operator::wiring;
 use opo_testenv::local_cluster::{ControlPlaneBinaries, LocalCluster};
 use secrecy::SecretString;
 use serde_json::json;
@@ -53,7 +54,7 @@ async fn drift_repair_resumes_within_seconds_after_an_apiserver_restart() {
         ..Settings::default()
     };
     let ctx = Arc::new(Context::new(kube.clone(), connect, settings, metrics));
-    let operator = tokio::spawn(controller::run(ctx));
+    let operator = tokio::spawn(wiring::run(ctx));
 
     let items: Api<OnePasswordItem> = Api::namespaced(kube.clone(), &ns);
     let secrets: Api<Secret> = Api::namespaced(kube.clone(), &ns);

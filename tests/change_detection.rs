@@ -61,8 +61,8 @@ async fn wait_all_ready(h: &Harness, n: usize) {
 
 /// Waits until the poller has finished `polls` more polls, starting at a poll boundary.
 async fn after_polls(h: &Harness, polls: u64) {
-    let target = h.ctx.metrics.poll_count() + polls;
-    while h.ctx.metrics.poll_count() < target {
+    let target = h.ctx.metrics().poll_count() + polls;
+    while h.ctx.metrics().poll_count() < target {
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
 }

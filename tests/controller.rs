@@ -218,7 +218,7 @@ async fn no_rewrite_when_the_version_is_unchanged() {
     h.ready_reason("db", "Synced").await;
     let before = h.secret("db").await;
     let status_before = h.items().get("db").await.unwrap().status;
-    let (polls, reconciles) = (h.ctx.metrics.poll_count(), h.ctx.metrics.reconcile_count("ok"));
+    let (polls, reconciles) = (h.ctx.metrics().poll_count(), h.ctx.metrics().reconcile_count("ok"));
     // A reconcile with nothing new (an unrelated annotation) and several polls.
     let nudge = json!({ "metadata": { "annotations": { "example.com/nudge": "1" } } });
     h.items()
@@ -226,8 +226,8 @@ async fn no_rewrite_when_the_version_is_unchanged() {
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert!(h.ctx.metrics.reconcile_count("ok") > reconciles, "a reconcile ran");
-    assert!(h.ctx.metrics.poll_count() >= polls + 3, "the poller looked again");
+    assert!(h.ctx.metrics().reconcile_count("ok") > reconciles, "a reconcile ran");
+    assert!(h.ctx.metrics().poll_count() >= polls + 3, "the poller looked again");
     let after = h.secret("db").await;
     assert_eq!(
         before.resource_version(),
@@ -763,7 +763,7 @@ async fn deleting_the_resource_leaves_the_secret_to_garbage_collection() {
     assert!(h.items().get_opt("db").await.unwrap().is_none());
     // And the operator lets go of the item's data.
     support::wait_for("the item leaves the cache", Duration::from_secs(10), async || {
-        h.ctx.items.keys().is_empty().then_some(())
+        (h.ctx.cached_items() == 0).then_some(())
     })
     .await;
 }

@@ -14,8 +14,8 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::api::{Api, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
+use onepassword_operator::RESTART_DEBOUNCE as DEBOUNCE;
 use onepassword_operator::annotations::{AUTO_RESTART, LAST_RESTARTED};
-use onepassword_operator::restart::DEBOUNCE;
 use serde_json::json;
 use support::harness::{Harness, harness_with, value};
 

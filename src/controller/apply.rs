@@ -1,6 +1,7 @@
-//! Writing the desired Secret: ownership checks, drift detection and the write itself.
+//! Apply: ownership checks, drift detection and the write itself.
 //!
-//! A Secret is written only when it differs from the desired one, so a steady state costs
+//! The Secret is read only when the watch says it may have changed since our last write
+//! ([`super::known`]). A Secret is written only when it differs from the desired one, so a steady state costs
 //! no write. Server-side apply (one field manager, forced) sets what we own; keys somebody
 //! added by hand belong to their manager and survive an apply, so they are removed with a
 //! second patch. A Secret's type cannot change in place: it is deleted (with uid and
@@ -8,18 +9,117 @@
 //! has shown that the apiserver accepts the new Secret, and the old one is put back if the
 //! create fails all the same: a type change never leaves the workload without its Secret.
 
+use std::time::Instant;
+
 use k8s_openapi::api::core::v1::Secret;
+use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use serde_json::{Map, Value};
 
+use super::Context;
+use super::build::{BuiltSecret, ItemData, effective_type};
 use super::error::Error;
-use super::status::Write;
-use crate::annotations::{ALLOW_ADOPTION, FIELD_MANAGER, ITEM_VERSION, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
+use super::known::{self, Freshness};
+use super::outcome::Write;
+use crate::annotations::{
+    ALLOW_ADOPTION, FIELD_MANAGER, IGNORE_SECRET_TAG, ITEM_VERSION, LEGACY_FINALIZER, MANAGED_BY_LABEL,
+    MANAGED_BY_VALUE,
+};
 use crate::crd::{KIND, OnePasswordItem};
+use crate::kubernetes::remove_legacy_finalizer;
+use crate::restart::ChangedSecret;
+
+/// The apply step: reads the Secret only when it may have changed, then writes it unless it
+/// belongs to somebody else or the item is frozen. Returns what was done and the item version
+/// the Secret holds.
+pub(crate) async fn apply(
+    ctx: &Context,
+    opi: &OnePasswordItem,
+    built: &BuiltSecret,
+    item: &ItemData,
+) -> Result<(Write, u64), Error> {
+    let (namespace, name) = (opi.namespace().unwrap_or_default(), opi.name_any());
+    let frozen = item.has_tag(IGNORE_SECRET_TAG);
+    let fingerprint = known::fingerprint(&built.secret);
+    // A frozen Secret is judged by what it holds now, so it is always read.
+    let freshness = if frozen {
+        Freshness::Latest
+    } else {
+        ctx.known.freshness(&namespace, &name, fingerprint)
+    };
+    let Some(read) = freshness.get_params() else {
+        return Ok((Write::Unchanged, item.version));
+    };
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
+    let existing = match secrets.get_with(&name, &read).await {
+        Ok(secret) => Some(secret),
+        Err(kube::Error::Api(e)) if e.code == 404 => None,
+        Err(e) => return Err(Error::kube("read Secret")(e)),
+    };
+    match &existing {
+        Some(secret) if ownership(secret, opi, &name) == Ownership::Foreign => {
+            ctx.known.forget(&namespace, &name);
+            return Err(Error::SecretConflict { name });
+        }
+        Some(secret) if frozen => {
+            ctx.known.forget(&namespace, &name);
+            let held = secret
+                .annotations()
+                .get(ITEM_VERSION)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(item.version);
+            return Ok((Write::Frozen, held));
+        }
+        _ => {}
+    }
+    // A Secret deleted by hand after a sync is put back: a repair, not a creation.
+    let synced_before = opi
+        .status
+        .as_ref()
+        .is_some_and(|s| s.item_version == Some(item.version));
+    let current = existing.as_ref().map(|s| (s, difference(s, &built.secret)));
+    let repair = match current {
+        Some((_, difference)) => difference == Difference::Drift,
+        None => synced_before,
+    };
+    if repair && let Some(wait) = ctx.repairs.wait_before_repair(&namespace, &name, Instant::now()) {
+        ctx.known.forget(&namespace, &name);
+        return Ok((Write::RepairDelayed(wait), item.version));
+    }
+    let applied = apply_secret(&secrets, current, &built.secret).await?;
+    if let Some(existing) = &existing
+        && existing.finalizers().iter().any(|f| f == LEGACY_FINALIZER)
+    {
+        // The apply moved its resourceVersion: patch the object as it is now.
+        let mut current = existing.clone();
+        current.metadata.resource_version = applied.resource_version.clone();
+        remove_legacy_finalizer(&secrets, &current)
+            .await
+            .map_err(Error::kube("remove the Go operator's finalizer from the Secret"))?;
+        ctx.known.forget(&namespace, &name);
+    }
+    ctx.known
+        .record(&namespace, &name, applied.resource_version, fingerprint);
+    if applied.write == Write::Updated {
+        // New item data: workloads that use the Secret may need a restart.
+        ctx.restarter.secret_changed(ChangedSecret {
+            namespace,
+            name,
+            annotations: built.secret.metadata.annotations.clone().unwrap_or_default(),
+            item_version: item.version,
+        });
+    }
+    let write = if applied.write == Write::Created && synced_before {
+        Write::Repaired
+    } else {
+        applied.write
+    };
+    Ok((write, item.version))
+}
 
 /// Who an existing Secret belongs to, seen from one OnePasswordItem.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Ownership {
+pub(crate) enum Ownership {
     /// Owned by this OnePasswordItem (by uid). Secrets made by 1Password's Go operator for
     /// this object qualify too.
     Ours,
@@ -30,7 +130,7 @@ pub enum Ownership {
     Foreign,
 }
 
-pub fn ownership(existing: &Secret, owner: &OnePasswordItem, owner_name: &str) -> Ownership {
+pub(crate) fn ownership(existing: &Secret, owner: &OnePasswordItem, owner_name: &str) -> Ownership {
     let refs = existing.metadata.owner_references.as_deref().unwrap_or_default();
     let owner_uid = owner.metadata.uid.as_deref().unwrap_or_default();
     if refs.iter().any(|r| r.uid == owner_uid) {
@@ -67,11 +167,11 @@ pub fn ownership(existing: &Secret, owner: &OnePasswordItem, owner_name: &str) -
 }
 
 fn type_of(secret: &Secret) -> &str {
-    crate::secret::effective_type(secret.type_.as_deref())
+    effective_type(secret.type_.as_deref())
 }
 
 /// Data keys the existing Secret has and the desired one lacks.
-pub fn extra_keys(existing: &Secret, desired: &Secret) -> Vec<String> {
+pub(crate) fn extra_keys(existing: &Secret, desired: &Secret) -> Vec<String> {
     let desired_keys = desired.data.as_ref();
     existing
         .data
@@ -84,7 +184,7 @@ pub fn extra_keys(existing: &Secret, desired: &Secret) -> Vec<String> {
 }
 
 /// Whether the existing Secret differs from the desired one in anything we set.
-pub fn needs_write(existing: &Secret, desired: &Secret) -> bool {
+fn needs_write(existing: &Secret, desired: &Secret) -> bool {
     let empty = Default::default();
     let data_differs = existing.data.as_ref().unwrap_or(&empty) != desired.data.as_ref().unwrap_or(&empty);
     let subset = |want: &Option<std::collections::BTreeMap<String, String>>,
@@ -108,9 +208,21 @@ pub fn needs_write(existing: &Secret, desired: &Secret) -> bool {
         || owner_missing
 }
 
-/// Whether writing `desired` over `existing` would undo a change made outside the operator:
-/// it differs, but not because the item changed (same item version, same type).
-pub fn is_repair(existing: &Secret, desired: &Secret) -> bool {
+/// How an existing Secret differs from the desired one; computed once per apply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Difference {
+    /// Nothing we set differs: no write.
+    None,
+    /// Another type, which Kubernetes only changes by deleting and creating.
+    Type,
+    /// Another item version: the item changed.
+    Item,
+    /// Same item version and type, yet different: a change made outside the operator, which
+    /// writing `desired` would undo (a repair).
+    Drift,
+}
+
+pub(crate) fn difference(existing: &Secret, desired: &Secret) -> Difference {
     let version = |s: &Secret| {
         s.metadata
             .annotations
@@ -118,12 +230,20 @@ pub fn is_repair(existing: &Secret, desired: &Secret) -> bool {
             .and_then(|a| a.get(ITEM_VERSION))
             .cloned()
     };
-    type_of(existing) == type_of(desired) && version(existing) == version(desired) && needs_write(existing, desired)
+    if type_of(existing) != type_of(desired) {
+        Difference::Type
+    } else if !needs_write(existing, desired) {
+        Difference::None
+    } else if version(existing) == version(desired) {
+        Difference::Drift
+    } else {
+        Difference::Item
+    }
 }
 
 /// What an apply did, and the `resourceVersion` the Secret has afterwards.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Applied {
+pub(crate) struct Applied {
     pub write: Write,
     pub resource_version: Option<String>,
 }
@@ -137,22 +257,26 @@ impl Applied {
     }
 }
 
-/// Brings the Secret to the desired state; `existing` is what the API server has now.
-pub async fn apply_secret(api: &Api<Secret>, existing: Option<&Secret>, desired: &Secret) -> Result<Applied, Error> {
+/// Brings the Secret to the desired state; `existing` is what the API server has now and
+/// how it differs.
+async fn apply_secret(
+    api: &Api<Secret>,
+    existing: Option<(&Secret, Difference)>,
+    desired: &Secret,
+) -> Result<Applied, Error> {
     let name = desired.metadata.name.as_deref().expect("desired Secrets have a name");
     let params = PatchParams::apply(FIELD_MANAGER).force();
-    let Some(existing) = existing else {
+    let Some((existing, difference)) = existing else {
         let created = api
             .patch(name, &params, &Patch::Apply(desired))
             .await
             .map_err(write_error("create Secret", desired))?;
         return Ok(Applied::new(Write::Created, &created));
     };
-    if type_of(existing) != type_of(desired) {
-        return recreate(api, existing, desired).await;
-    }
-    if !needs_write(existing, desired) {
-        return Ok(Applied::new(Write::Unchanged, existing));
+    match difference {
+        Difference::Type => return recreate(api, existing, desired).await,
+        Difference::None => return Ok(Applied::new(Write::Unchanged, existing)),
+        Difference::Item | Difference::Drift => {}
     }
     let mut written = api
         .patch(name, &params, &Patch::Apply(desired))
@@ -167,7 +291,7 @@ pub async fn apply_secret(api: &Api<Secret>, existing: Option<&Secret>, desired:
             .await
             .map_err(Error::kube("remove extra keys from Secret"))?;
     }
-    let write = if is_repair(existing, desired) {
+    let write = if difference == Difference::Drift {
         Write::Repaired
     } else {
         Write::Updated
@@ -360,5 +484,19 @@ mod tests {
         let mut empty_type = desired.clone();
         empty_type.type_ = None;
         assert!(!needs_write(&empty_type, &desired), "no type means Opaque");
+    }
+
+    #[test]
+    fn a_difference_is_drift_only_at_the_same_item_version_and_type() {
+        let desired = secret(&[("password", "pw")], vec![owner("u", "db")]);
+        assert_eq!(difference(&desired.clone(), &desired), Difference::None);
+        let edited = secret(&[("password", "hacked")], vec![owner("u", "db")]);
+        assert_eq!(difference(&edited, &desired), Difference::Drift);
+        let mut older = secret(&[("password", "old")], vec![owner("u", "db")]);
+        older.metadata.annotations = Some(BTreeMap::from([(ITEM_VERSION.to_string(), "0".to_string())]));
+        assert_eq!(difference(&older, &desired), Difference::Item);
+        let mut retyped = desired.clone();
+        retyped.type_ = Some("kubernetes.io/basic-auth".into());
+        assert_eq!(difference(&retyped, &desired), Difference::Type);
     }
 }

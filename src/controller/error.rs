@@ -1,11 +1,11 @@
 //! Why a reconcile failed. Each variant maps to a stable condition `reason` and metric
 //! label. Messages name objects and Connect's own words, never a secret value.
 
+use super::build::BuildError;
 use crate::connect::ConnectError;
-use crate::secret::BuildError;
 
 #[derive(Debug, thiserror::Error)]
-pub enum Error {
+pub(crate) enum Error {
     #[error("itemPath {path:?} must look like vaults/<vault id or title>/items/<item id or title>")]
     InvalidItemPath { path: String },
 
@@ -50,12 +50,12 @@ pub enum Error {
 }
 
 impl Error {
-    pub fn kube(action: &'static str) -> impl FnOnce(kube::Error) -> Self {
+    pub(crate) fn kube(action: &'static str) -> impl FnOnce(kube::Error) -> Self {
         move |source| Self::Kube { action, source }
     }
 
     /// The condition reason: one CamelCase word.
-    pub fn reason(&self) -> &'static str {
+    pub(crate) fn reason(&self) -> &'static str {
         match self {
             Self::InvalidItemPath { .. } => "InvalidItemPath",
             Self::VaultNotFound { .. } => "VaultNotFound",
@@ -76,7 +76,7 @@ impl Error {
     }
 
     /// A stable, low-cardinality label for metrics.
-    pub fn metric_label(&self) -> &'static str {
+    pub(crate) fn metric_label(&self) -> &'static str {
         match self {
             Self::InvalidItemPath { .. } => "invalid_item_path",
             Self::VaultNotFound { .. } => "vault_not_found",
@@ -90,7 +90,7 @@ impl Error {
     }
 
     /// Failures that only a person can fix: retrying soon would only burn API quota.
-    pub fn needs_a_person(&self) -> bool {
+    pub(crate) fn needs_a_person(&self) -> bool {
         match self {
             Self::Connect { source } => source.is_auth_failure() || matches!(source, ConnectError::TooLarge { .. }),
             Self::InvalidItemPath { .. } | Self::SecretTooLarge { .. } | Self::SecretRejected { .. } => true,
@@ -100,17 +100,17 @@ impl Error {
 
     /// Connect could not be reached or refused the request: nothing is known about the item,
     /// and the Secret keeps what it holds.
-    pub fn is_connect_failure(&self) -> bool {
+    pub(crate) fn is_connect_failure(&self) -> bool {
         matches!(self, Self::Connect { source } if source.is_connection_problem())
     }
 
     /// Connect answered, and the path names no vault or item the token can see.
-    pub fn is_not_found(&self) -> bool {
+    pub(crate) fn is_not_found(&self) -> bool {
         matches!(self, Self::VaultNotFound { .. } | Self::ItemNotFound { .. })
     }
 
     /// The server's `Retry-After`, when Connect sent one.
-    pub fn retry_after(&self) -> Option<std::time::Duration> {
+    pub(crate) fn retry_after(&self) -> Option<std::time::Duration> {
         match self {
             Self::Connect { source } => source.retry_after(),
             _ => None,
@@ -118,7 +118,7 @@ impl Error {
     }
 
     /// The message for status and Events: this error and its causes.
-    pub fn message(&self) -> String {
+    pub(crate) fn message(&self) -> String {
         crate::error_chain(self)
     }
 }

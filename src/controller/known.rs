@@ -19,7 +19,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 
 /// How fresh a read of a Secret needs to be.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Freshness {
+pub(crate) enum Freshness {
     /// Untouched since we wrote or read it, and it matched this desired Secret then.
     Current,
     /// The watch saw our Secret at this version: a read at least that new (served from the
@@ -34,7 +34,7 @@ pub enum Freshness {
 
 impl Freshness {
     /// The read for this freshness; `None` when no read is needed.
-    pub fn get_params(&self) -> Option<GetParams> {
+    pub(crate) fn get_params(&self) -> Option<GetParams> {
         match self {
             Self::Current => None,
             Self::NotOlderThan(version) => Some(GetParams::at(version)),
@@ -45,7 +45,7 @@ impl Freshness {
 }
 
 /// A digest of everything we set on a Secret; only compared within one process.
-pub fn fingerprint(desired: &Secret) -> u64 {
+pub(crate) fn fingerprint(desired: &Secret) -> u64 {
     let mut hasher = DefaultHasher::new();
     desired.type_.hash(&mut hasher);
     for (key, value) in desired.data.iter().flatten() {
@@ -70,7 +70,7 @@ struct Written {
 }
 
 #[derive(Default)]
-pub struct KnownSecrets {
+pub(crate) struct KnownSecrets {
     /// The owned-Secret watch caches, one per watched scope; set once all have listed.
     watched: OnceLock<Vec<Store<PartialObjectMeta<Secret>>>>,
     written: Mutex<HashMap<Key, Written>>,
@@ -78,7 +78,7 @@ pub struct KnownSecrets {
 
 impl KnownSecrets {
     /// Hands over the watch caches once every one of them has listed.
-    pub fn watch_ready(&self, stores: Vec<Store<PartialObjectMeta<Secret>>>) {
+    pub(crate) fn watch_ready(&self, stores: Vec<Store<PartialObjectMeta<Secret>>>) {
         let _ = self.watched.set(stores);
     }
 
@@ -94,7 +94,7 @@ impl KnownSecrets {
     }
 
     /// How fresh a read of the Secret must be before it is compared with `desired`.
-    pub fn freshness(&self, namespace: &str, name: &str, desired: u64) -> Freshness {
+    pub(crate) fn freshness(&self, namespace: &str, name: &str, desired: u64) -> Freshness {
         let Some(watched) = self.watched_version(namespace, name) else {
             return Freshness::Latest;
         };
@@ -109,7 +109,7 @@ impl KnownSecrets {
     }
 
     /// Records that the Secret at `resource_version` holds the desired Secret `fingerprint`.
-    pub fn record(&self, namespace: &str, name: &str, resource_version: Option<String>, fingerprint: u64) {
+    pub(crate) fn record(&self, namespace: &str, name: &str, resource_version: Option<String>, fingerprint: u64) {
         let Some(resource_version) = resource_version else {
             return self.forget(namespace, name);
         };
@@ -122,7 +122,7 @@ impl KnownSecrets {
         );
     }
 
-    pub fn forget(&self, namespace: &str, name: &str) {
+    pub(crate) fn forget(&self, namespace: &str, name: &str) {
         self.written
             .lock()
             .expect("known secrets lock")
@@ -130,16 +130,12 @@ impl KnownSecrets {
     }
 
     /// How many Secrets are known.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.written.lock().expect("known secrets lock").len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// Drops what is known of Secrets whose owner no longer exists.
-    pub fn retain(&self, exists: impl Fn(&str, &str) -> bool) {
+    pub(crate) fn retain(&self, exists: impl Fn(&str, &str) -> bool) {
         self.written
             .lock()
             .expect("known secrets lock")

@@ -9,11 +9,11 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// Repairs closer together than this belong to one fight.
-pub const WINDOW: Duration = Duration::from_secs(60);
+pub(super) const WINDOW: Duration = Duration::from_secs(60);
 /// Repairs made at once before backing off.
-pub const FREE_REPAIRS: u32 = 3;
+pub(super) const FREE_REPAIRS: u32 = 3;
 /// The longest wait between two repairs of one Secret.
-pub const MAX_DELAY: Duration = Duration::from_secs(60);
+pub(super) const MAX_DELAY: Duration = Duration::from_secs(60);
 
 #[derive(Debug)]
 struct Fight {
@@ -26,7 +26,7 @@ struct Fight {
 
 /// What an Event about repairs should say.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RepairReport {
+pub(crate) struct RepairReport {
     /// Repairs since the last Event, this one included.
     pub repairs: u32,
     /// Whether the next repair waits.
@@ -35,13 +35,13 @@ pub struct RepairReport {
 
 /// Per Secret (namespace, name), the repairs of its current fight.
 #[derive(Debug, Default)]
-pub struct RepairThrottle {
+pub(crate) struct RepairThrottle {
     fights: Mutex<HashMap<(String, String), Fight>>,
 }
 
 impl RepairThrottle {
     /// `None` when a repair may be made now; otherwise how long to wait for it.
-    pub fn wait_before_repair(&self, namespace: &str, name: &str, now: Instant) -> Option<Duration> {
+    pub(crate) fn wait_before_repair(&self, namespace: &str, name: &str, now: Instant) -> Option<Duration> {
         let fights = self.fights.lock().expect("repairs lock");
         let fight = fights.get(&(namespace.to_owned(), name.to_owned()))?;
         (fight.next_allowed > now).then(|| fight.next_allowed - now)
@@ -49,7 +49,7 @@ impl RepairThrottle {
 
     /// Records a repair; `Some` when it deserves an Event, which then covers the repairs not
     /// reported yet.
-    pub fn repaired(&self, namespace: &str, name: &str, now: Instant) -> Option<RepairReport> {
+    pub(crate) fn repaired(&self, namespace: &str, name: &str, now: Instant) -> Option<RepairReport> {
         let mut fights = self.fights.lock().expect("repairs lock");
         // Fights that are over are forgotten, so the map holds only Secrets under attack.
         fights.retain(|_, f| now.saturating_duration_since(f.last) < WINDOW);

@@ -10,80 +10,15 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
+use super::build::{Collision, Source};
 use super::error::Error;
+use super::outcome::{Synced, Write};
 use super::repairs::RepairReport;
-use crate::crd::{ItemCondition, OnePasswordItemStatus};
-use crate::secret::{Collision, Source};
+use crate::crd::{
+    ITEM_PATH_AMBIGUOUS, ItemCondition, KEY_COLLISION, KEYS_SKIPPED, OnePasswordItemStatus, READY, SYNCED,
+};
 
-pub const READY: &str = "Ready";
-pub const SYNCED: &str = "Synced";
-pub const KEY_COLLISION: &str = "KeyCollision";
-pub const KEYS_SKIPPED: &str = "KeysSkipped";
-pub const ITEM_PATH_AMBIGUOUS: &str = "ItemPathAmbiguous";
 const MAX_MESSAGE: usize = 1024;
-
-/// What the apply step did to the Secret.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Write {
-    Created,
-    /// The item changed: new data.
-    Updated,
-    /// The Secret was changed or deleted by hand: put back.
-    Repaired,
-    /// The Secret type changed, which Kubernetes only allows by deleting and creating.
-    Recreated,
-    Unchanged,
-    /// The item has the ignore tag: the Secret was left as it is.
-    Frozen,
-    /// Something keeps changing the Secret: the next repair waits this long.
-    RepairDelayed(std::time::Duration),
-}
-
-impl Write {
-    pub fn wrote(self) -> bool {
-        matches!(self, Self::Created | Self::Updated | Self::Repaired | Self::Recreated)
-    }
-}
-
-/// Why Connect could not confirm an item is current (from the poller).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ConnectFailure {
-    pub reason: &'static str,
-    pub message: String,
-}
-
-impl From<&Error> for ConnectFailure {
-    fn from(error: &Error) -> Self {
-        Self {
-            reason: error.reason(),
-            message: error.message(),
-        }
-    }
-}
-
-/// A successful sync.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Synced {
-    /// Set when the Secret matches the last known item but Connect cannot be reached to
-    /// confirm it is current: Synced is False with this reason, Ready stays True.
-    pub connect_failure: Option<ConnectFailure>,
-    pub item_path: String,
-    pub vault_id: String,
-    pub item_id: String,
-    /// The item version the Secret holds now.
-    pub item_version: u64,
-    pub secret_name: String,
-    pub write: Write,
-    pub collisions: Vec<Collision>,
-    /// Labels and file names that could not become a key.
-    pub skipped: Vec<Source>,
-    /// Other items with the chosen item's title; `None` when the resolution was reused
-    /// from status and not looked up again.
-    pub ambiguous_with: Option<Vec<String>>,
-    /// For a repair: `Some` when an Event should report it (and the repairs since the last
-    /// one); `None` while repairs of a Secret under attack are aggregated.
-    pub repair_event: Option<RepairReport>,
-}
 
 fn truncate(message: String) -> String {
     crate::truncate_utf8(message, MAX_MESSAGE)
@@ -122,12 +57,13 @@ fn set_condition(
     }
 }
 
-fn remove_condition(conditions: &mut Vec<ItemCondition>, type_: &str) {
-    conditions.retain(|c| c.type_ != type_);
+/// A condition of a status that may not exist yet.
+fn condition<'a>(status: Option<&'a OnePasswordItemStatus>, type_: &str) -> Option<&'a ItemCondition> {
+    status?.condition(type_)
 }
 
-pub fn condition<'a>(status: Option<&'a OnePasswordItemStatus>, type_: &str) -> Option<&'a ItemCondition> {
-    status?.conditions.iter().find(|c| c.type_ == type_)
+fn remove_condition(conditions: &mut Vec<ItemCondition>, type_: &str) {
+    conditions.retain(|c| c.type_ != type_);
 }
 
 /// At most five entries, then how many more.
@@ -178,7 +114,7 @@ fn set_or_remove(
 }
 
 /// The status after a sync attempt.
-pub fn next_status(
+pub(crate) fn next_status(
     current: Option<&OnePasswordItemStatus>,
     generation: Option<i64>,
     outcome: &Result<Synced, Error>,
@@ -293,7 +229,7 @@ pub fn next_status(
 
 /// An Event to publish about the OnePasswordItem.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct EventSpec {
+pub(crate) struct EventSpec {
     pub warning: bool,
     pub reason: String,
     pub note: String,
@@ -317,7 +253,7 @@ fn warning(reason: &str, note: String) -> EventSpec {
 
 /// Events for what changed between two statuses: writes, transitions and new warnings;
 /// nothing for a steady state, so a failing item does not flood the namespace.
-pub fn events(
+pub(crate) fn events(
     previous: Option<&OnePasswordItemStatus>,
     next: &OnePasswordItemStatus,
     outcome: &Result<Synced, Error>,
@@ -412,7 +348,8 @@ pub fn events(
 mod tests {
     use super::*;
     use crate::connect::ConnectError;
-    use crate::secret::Source;
+    use crate::controller::build::Source;
+    use crate::controller::outcome::ConnectFailure;
 
     fn at(secs: i64) -> Time {
         Time(jiff::Timestamp::from_second(1_700_000_000 + secs).unwrap())

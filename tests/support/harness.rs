@@ -11,9 +11,10 @@ use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ListParams, PostParams};
 use onepassword_operator::connect::models::PatchOp;
 use onepassword_operator::connect::{ConnectClient, ConnectConfig, Filter, RetryPolicy};
-use onepassword_operator::controller::{self, Context, Settings};
+use onepassword_operator::controller::{Context, Settings};
 use onepassword_operator::crd::{ItemCondition, OnePasswordItem, OnePasswordItemSpec};
 use onepassword_operator::metrics::Metrics;
+use onepassword_operator::wiring;
 use secrecy::SecretString;
 use serde_json::json;
 
@@ -103,7 +104,7 @@ pub async fn harness_with(
     };
     tweak(&mut settings);
     let ctx = Arc::new(Context::new(kube.clone(), connect, settings, metrics));
-    let task = tokio::spawn(controller::run(ctx.clone()));
+    let task = tokio::spawn(wiring::run(ctx.clone()));
     let writer = connect_client(&sim, "writer-token", RetryPolicy::none());
     // The first vault of the data: where `item_id` and `set_field` look.
     let vault_id = writer.list_vaults(None).await.unwrap()[0].id.clone();

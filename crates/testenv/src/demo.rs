@@ -19,9 +19,10 @@ use crate::local_cluster::{ControlPlaneBinaries, LocalCluster};
 use connect_sim::{self as sim, DataFile, SimConfig};
 use onepassword_operator::connect::models::PatchOp;
 use onepassword_operator::connect::{ConnectClient, ConnectConfig, Filter};
-use onepassword_operator::controller::{self, Context, Settings};
+use onepassword_operator::controller::{Context, Settings};
 use onepassword_operator::crd::{self, OnePasswordItem};
 use onepassword_operator::metrics::Metrics;
+use onepassword_operator::wiring;
 
 const NAMESPACE: &str = "demo";
 const EXAMPLES: &str = include_str!("../../../examples/onepassworditems.yaml");
@@ -111,7 +112,7 @@ pub async fn run(repo_root: &Path) -> Result<(), String> {
         ..Settings::default()
     };
     let ctx = Arc::new(Context::new(client.clone(), connect, settings, metrics));
-    let operator = tokio::spawn(controller::run(ctx.clone()));
+    let operator = tokio::spawn(wiring::run(ctx.clone()));
 
     step("applying examples/onepassworditems.yaml");
     let items_api: Api<OnePasswordItem> = Api::namespaced(client.clone(), NAMESPACE);

@@ -14,64 +14,32 @@
 //! the annotations deletes the managed OnePasswordItem, so nothing is stranded.
 
 use std::collections::BTreeMap;
-use std::fmt::Debug;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::events::{Event, EventType};
 use futures::StreamExt;
+use futures::future::BoxFuture;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::PodTemplateSpec;
-use k8s_openapi::{NamespaceResourceScope, apimachinery::pkg::apis::meta::v1::OwnerReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
-use kube::{Resource, ResourceExt};
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 use tracing::{debug, info, warn};
 
-use crate::annotations::{AUTO_RESTART, FIELD_MANAGER, ITEM_NAME, ITEM_PATH, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
-use crate::controller::{Context, Error, remove_legacy_finalizer};
+use crate::annotations::{
+    AUTO_RESTART, FIELD_MANAGER, ITEM_NAME, ITEM_PATH, MANAGED_BY_LABEL, MANAGED_BY_VALUE, managed_selector,
+};
+use crate::controller::{Context, Error};
 use crate::crd::{OnePasswordItem, OnePasswordItemSpec};
-use crate::secret::sanitize_secret_name;
-
-/// A workload kind whose pod template may carry the annotations.
-pub trait Workload:
-    Resource<DynamicType = (), Scope = NamespaceResourceScope>
-    + Clone
-    + Debug
-    + DeserializeOwned
-    + Serialize
-    + Send
-    + Sync
-    + 'static
-{
-    fn template(&self) -> Option<&PodTemplateSpec>;
-}
-
-impl Workload for Deployment {
-    fn template(&self) -> Option<&PodTemplateSpec> {
-        self.spec.as_ref().map(|s| &s.template)
-    }
-}
-
-impl Workload for StatefulSet {
-    fn template(&self) -> Option<&PodTemplateSpec> {
-        self.spec.as_ref().map(|s| &s.template)
-    }
-}
-
-impl Workload for DaemonSet {
-    fn template(&self) -> Option<&PodTemplateSpec> {
-        self.spec.as_ref().map(|s| &s.template)
-    }
-}
+use crate::kubernetes::{remove_legacy_finalizer, scoped_api, watch_backoff};
+use crate::names::sanitize_secret_name;
+use crate::workload_kind::WorkloadKind;
 
 /// What the annotations ask for.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Wanted {
+enum Wanted {
     /// No `item-path`: manage nothing.
     Nothing,
     /// `item-path` without `item-name` (or with one that sanitizes to nothing).
@@ -86,7 +54,7 @@ pub enum Wanted {
 }
 
 /// Reads the annotations, from the workload's metadata first, then its pod template (as Go).
-pub fn wanted(metadata: Option<&BTreeMap<String, String>>, template: Option<&BTreeMap<String, String>>) -> Wanted {
+fn wanted(metadata: Option<&BTreeMap<String, String>>, template: Option<&BTreeMap<String, String>>) -> Wanted {
     let get = |key: &str| {
         metadata
             .and_then(|m| m.get(key))
@@ -119,28 +87,21 @@ fn owned_by(opi: &OnePasswordItem, uid: &str) -> bool {
     opi.owner_references().iter().any(|r| r.uid == uid)
 }
 
-async fn publish<K: Workload>(ctx: &Context, workload: &K, warning: bool, reason: &str, note: String) {
-    let event = Event {
-        type_: if warning { EventType::Warning } else { EventType::Normal },
-        reason: reason.into(),
-        note: Some(note),
-        action: "ManageItem".into(),
-        secondary: None,
-    };
-    if let Err(err) = ctx.events().publish(&event, &workload.object_ref(&())).await {
-        warn!(error = %err, "cannot publish an Event");
-    }
+async fn publish<K: WorkloadKind>(ctx: &Context, workload: &K, warning: bool, reason: &str, note: String) {
+    ctx.events
+        .notify(&workload.object_ref(&()), warning, "ManageItem", reason, note)
+        .await;
 }
 
 /// What a workload reconcile needs: the operator's context and the watch cache of
 /// OnePasswordItems, so that finding a workload's managed items costs no request.
-pub struct WorkloadContext {
-    pub ctx: Arc<Context>,
-    pub items: Store<OnePasswordItem>,
+struct WorkloadContext {
+    ctx: Arc<Context>,
+    items: Store<OnePasswordItem>,
 }
 
 /// Brings the managed OnePasswordItems of one workload in line with its annotations.
-pub async fn reconcile<K: Workload>(workload: Arc<K>, wctx: Arc<WorkloadContext>) -> Result<Action, Error> {
+async fn reconcile<K: WorkloadKind>(workload: Arc<K>, wctx: Arc<WorkloadContext>) -> Result<Action, Error> {
     let ctx = &wctx.ctx;
     let namespace = workload.namespace().unwrap_or_default();
     let uid = workload.uid().unwrap_or_default();
@@ -255,14 +216,39 @@ pub async fn reconcile<K: Workload>(workload: Arc<K>, wctx: Arc<WorkloadContext>
     }
 }
 
-pub fn error_policy<K: Workload>(workload: Arc<K>, error: &Error, _ctx: Arc<WorkloadContext>) -> Action {
+fn error_policy<K: WorkloadKind>(workload: Arc<K>, error: &Error, _ctx: Arc<WorkloadContext>) -> Action {
     warn!(name = %workload.name_any(), error = %error.message(), "cannot manage the workload's Secret");
     Action::requeue(Duration::from_secs(30))
 }
 
+/// The controllers of the three workload kinds in one scope (a namespace, or all).
+pub(crate) fn controllers(
+    namespace: Option<&str>,
+    items: Api<OnePasswordItem>,
+    store: Store<OnePasswordItem>,
+    ctx: Arc<Context>,
+) -> [BoxFuture<'static, ()>; 3] {
+    let client = ctx.client.clone();
+    [
+        Box::pin(run(
+            scoped_api::<Deployment>(&client, namespace),
+            items.clone(),
+            store.clone(),
+            ctx.clone(),
+        )),
+        Box::pin(run(
+            scoped_api::<StatefulSet>(&client, namespace),
+            items.clone(),
+            store.clone(),
+            ctx.clone(),
+        )),
+        Box::pin(run(scoped_api::<DaemonSet>(&client, namespace), items, store, ctx)),
+    ]
+}
+
 /// Runs the controller of one workload kind over `api`, once the OnePasswordItem cache is
 /// filled (so that items managed for a workload are known before it is reconciled).
-pub async fn run<K: Workload>(
+async fn run<K: WorkloadKind>(
     api: Api<K>,
     items: Api<OnePasswordItem>,
     store: Store<OnePasswordItem>,
@@ -271,11 +257,8 @@ pub async fn run<K: Workload>(
     let _ = store.wait_until_ready().await;
     let ctx = Arc::new(WorkloadContext { ctx, items: store });
     Controller::new(api, watcher::Config::default())
-        .owns(
-            items,
-            watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}")),
-        )
-        .trigger_backoff(crate::controller::watch_backoff())
+        .owns(items, watcher::Config::default().labels(&managed_selector()))
+        .trigger_backoff(watch_backoff())
         .shutdown_on_signal()
         .run(reconcile::<K>, error_policy::<K>, ctx)
         .for_each(|result| async move {

@@ -1,5 +1,6 @@
-//! Pure mapping from a 1Password item (and its file bytes) to the Secret that holds it,
-//! exactly as 1Password's Go operator does it, with the collisions it hides made visible.
+//! Build: the pure mapping from a 1Password item (and its file bytes) to the Secret that
+//! holds it, exactly as 1Password's Go operator does it, with the collisions it hides made
+//! visible. No client: everything here is covered by small tests.
 //!
 //! Order of precedence, as in Go:
 //! 1. URLs, by label (unlabelled ones skipped); within one label a later URL replaces an
@@ -18,19 +19,24 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 
-use crate::annotations::{ITEM_PATH, ITEM_VERSION, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
+use kube::{Resource, ResourceExt};
+
+use crate::annotations::{
+    AUTO_RESTART, ITEM_NAME, ITEM_PATH, ITEM_VERSION, MANAGED_BY_LABEL, MANAGED_BY_VALUE, OPERATOR_PREFIX,
+};
 use crate::connect::models::FullItem;
+use crate::crd::OnePasswordItem;
 
 /// Kubernetes' limit on a Secret's data.
-pub const MAX_SECRET_BYTES: usize = 1024 * 1024;
-/// Longest Secret data key (and object name).
-pub const MAX_KEY_LENGTH: usize = 253;
+pub(crate) const MAX_SECRET_BYTES: usize = 1024 * 1024;
+/// Longest Secret data key.
+pub(crate) const MAX_KEY_LENGTH: usize = 253;
 
 /// The parts of an item a Secret is built from, and all the controller caches of an item:
 /// about a quarter of a decoded item's memory (320 bytes per field slot in `FullItem`, with
 /// sections, generator recipes, password details and one-time codes that no Secret uses).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ItemData {
+pub(crate) struct ItemData {
     pub id: String,
     pub version: u64,
     pub tags: Vec<String>,
@@ -40,14 +46,14 @@ pub struct ItemData {
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct UrlData {
+pub(crate) struct UrlData {
     pub label: String,
     pub href: String,
     pub primary: bool,
 }
 
 #[derive(Clone, Default, PartialEq, Eq)]
-pub struct FieldData {
+pub(crate) struct FieldData {
     pub label: String,
     pub value: String,
 }
@@ -64,13 +70,13 @@ impl std::fmt::Debug for FieldData {
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct FileData {
+pub(crate) struct FileData {
     pub id: String,
     pub name: String,
 }
 
 impl ItemData {
-    pub fn has_tag(&self, tag: &str) -> bool {
+    pub(crate) fn has_tag(&self, tag: &str) -> bool {
         self.tags.iter().any(|t| t == tag)
     }
 }
@@ -113,7 +119,7 @@ impl From<&FullItem> for ItemData {
 
 /// Where a key's value came from; used to describe collisions without showing values.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Source {
+pub(crate) enum Source {
     Url { label: String },
     Field { label: String },
     File { name: String },
@@ -131,7 +137,7 @@ impl std::fmt::Display for Source {
 
 /// Two or more sources mapped to one key; `winner` is what the Secret holds.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Collision {
+pub(crate) struct Collision {
     pub key: String,
     pub winner: Source,
     pub losers: Vec<Source>,
@@ -152,7 +158,7 @@ impl std::fmt::Display for Collision {
 
 /// The Secret data built from an item.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct SecretData {
+pub(crate) struct SecretData {
     pub data: BTreeMap<String, Vec<u8>>,
     pub collisions: Vec<Collision>,
     /// Labels and file names that sanitize to nothing, so no key was made for them.
@@ -160,7 +166,7 @@ pub struct SecretData {
 }
 
 impl SecretData {
-    pub fn total_bytes(&self) -> usize {
+    pub(crate) fn total_bytes(&self) -> usize {
         self.data.iter().map(|(k, v)| k.len() + v.len()).sum()
     }
 }
@@ -173,7 +179,7 @@ pub struct MappingOptions {
 }
 
 /// Builds Secret data from an item and the bytes of its files (by file id).
-pub fn build_data(item: &ItemData, files: &BTreeMap<String, Vec<u8>>, options: MappingOptions) -> SecretData {
+pub(crate) fn build_data(item: &ItemData, files: &BTreeMap<String, Vec<u8>>, options: MappingOptions) -> SecretData {
     let mut out = SecretData::default();
     // key → every source that wrote it, in order; the last is the winner.
     let mut writers: BTreeMap<String, Vec<Source>> = BTreeMap::new();
@@ -262,7 +268,7 @@ pub fn build_data(item: &ItemData, files: &BTreeMap<String, Vec<u8>>, options: M
 
 /// A valid Secret data key: `[-._a-zA-Z0-9]+`, at most 253 characters, not `.` or `..`,
 /// not starting with `..`.
-pub fn is_valid_key(key: &str) -> bool {
+pub(crate) fn is_valid_key(key: &str) -> bool {
     !key.is_empty()
         && key.len() <= MAX_KEY_LENGTH
         && key
@@ -275,7 +281,7 @@ pub fn is_valid_key(key: &str) -> bool {
 /// Go's key sanitization: a valid key is kept verbatim (case included); otherwise leading
 /// and trailing runs of other characters are dropped, inner runs become `-`, and the
 /// result is cut to 253. `None` when nothing valid is left.
-pub fn sanitize_key(label: &str) -> Option<String> {
+pub(crate) fn sanitize_key(label: &str) -> Option<String> {
     if is_valid_key(label) {
         return Some(label.to_owned());
     }
@@ -296,45 +302,9 @@ pub fn sanitize_key(label: &str) -> Option<String> {
     is_valid_key(&key).then_some(key)
 }
 
-/// A DNS-1123 subdomain: what Secret names must be.
-pub fn is_valid_secret_name(name: &str) -> bool {
-    let label_ok = |label: &str| {
-        !label.is_empty()
-            && label
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-            && !label.starts_with('-')
-            && !label.ends_with('-')
-    };
-    !name.is_empty() && name.len() <= MAX_KEY_LENGTH && name.split('.').all(label_ok)
-}
-
-/// Go's Secret-name sanitization for the `item-name` annotation: a valid name is kept;
-/// otherwise lower-cased, runs of characters outside `[a-z0-9-.]` become `-`, cut to 253,
-/// and `-`/`.` trimmed at both ends.
-pub fn sanitize_secret_name(name: &str) -> String {
-    if is_valid_secret_name(name) {
-        return name.to_owned();
-    }
-    let lower = name.to_lowercase();
-    let mut out = String::with_capacity(lower.len());
-    let mut in_run = false;
-    for c in lower.chars() {
-        if c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.' {
-            out.push(c);
-            in_run = false;
-        } else if !in_run {
-            out.push('-');
-            in_run = true;
-        }
-    }
-    out.truncate(MAX_KEY_LENGTH);
-    out.trim_matches(|c| c == '-' || c == '.').to_owned()
-}
-
 /// Where the Secret goes and what it copies from the resource that asks for it.
 #[derive(Clone, Debug, PartialEq)]
-pub struct SecretTarget {
+pub(crate) struct SecretTarget {
     pub name: String,
     pub namespace: String,
     /// Controller reference to the OnePasswordItem (or workload) that owns the Secret.
@@ -348,28 +318,63 @@ pub struct SecretTarget {
     pub secret_type: Option<String>,
 }
 
+impl SecretTarget {
+    /// The Secret of a OnePasswordItem: same name and namespace, its labels, the annotations
+    /// [`secret_annotations`] passes on, owned by it. No blockOwnerDeletion, as in Go:
+    /// clusters with the OwnerReferencesPermissionEnforcement admission plugin (OpenShift)
+    /// would require `update` on onepassworditems/finalizers for it, and it only makes a
+    /// foreground deletion wait for the Secret, which the garbage collector deletes anyway.
+    pub(crate) fn for_item(opi: &OnePasswordItem, copy_annotations: bool) -> Self {
+        Self {
+            name: opi.name_any(),
+            namespace: opi.namespace().unwrap_or_default(),
+            owner: opi.controller_owner_ref(&()).expect("stored objects have a uid"),
+            labels: opi.labels().clone(),
+            annotations: secret_annotations(opi.annotations(), copy_annotations),
+            secret_type: opi.secret_type.clone(),
+        }
+    }
+}
+
+/// The annotations a OnePasswordItem passes on to its Secret. `auto-restart` and `item-name`
+/// always (as 1Password's Go operator does); with `copy_all` (Go's `--enable-annotations`)
+/// every other one too, except kubectl's bookkeeping and the operator's own keys.
+pub(crate) fn secret_annotations(annotations: &BTreeMap<String, String>, copy_all: bool) -> BTreeMap<String, String> {
+    annotations
+        .iter()
+        .filter(|(key, _)| {
+            *key == AUTO_RESTART
+                || *key == ITEM_NAME
+                || (copy_all
+                    && !key.starts_with("kubectl.kubernetes.io/")
+                    && !key.starts_with(&format!("{OPERATOR_PREFIX}/")))
+        })
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
 /// Why no Secret could be built.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum BuildError {
+pub(crate) enum BuildError {
     #[error("the item's data takes {bytes} bytes, over the {MAX_SECRET_BYTES}-byte limit of a Secret")]
     TooLarge { bytes: usize },
 }
 
 /// A desired Secret and what the mapping had to say about it.
 #[derive(Clone, Debug, PartialEq)]
-pub struct BuiltSecret {
+pub(crate) struct BuiltSecret {
     pub secret: Secret,
     pub collisions: Vec<Collision>,
     pub skipped: Vec<Source>,
 }
 
 /// `Opaque` for an absent or empty type.
-pub fn effective_type(secret_type: Option<&str>) -> &str {
+pub(crate) fn effective_type(secret_type: Option<&str>) -> &str {
     secret_type.filter(|t| !t.is_empty()).unwrap_or("Opaque")
 }
 
 /// The complete desired Secret: data, type, labels, the Go operator's annotations, owner.
-pub fn build_secret(
+pub(crate) fn build_secret(
     target: &SecretTarget,
     vault_id: &str,
     item: &ItemData,
@@ -409,7 +414,7 @@ pub fn build_secret(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::annotations::AUTO_RESTART;
+    use crate::annotations::LAST_APPLIED;
     use crate::connect::models::{Field, FieldPurpose, FieldType, File, Item, ItemUrl, SectionRef};
     use proptest::prelude::*;
 
@@ -681,21 +686,23 @@ mod tests {
     }
 
     #[test]
-    fn total_bytes_counts_keys_and_values() {
-        let data = build(&item(vec![], vec![field("ab", "cde")], vec![]));
-        assert_eq!(data.total_bytes(), 5);
+    fn secrets_get_auto_restart_and_item_name_always_and_the_rest_only_when_asked() {
+        let on_the_item = BTreeMap::from([
+            (AUTO_RESTART.to_string(), "true".to_string()),
+            (ITEM_NAME.to_string(), "App Secret".to_string()),
+            ("team/on-call".to_string(), "alice".to_string()),
+            (LAST_APPLIED.to_string(), "{}".to_string()),
+            (ITEM_VERSION.to_string(), "999".to_string()),
+        ]);
+        let keys = |copy_all| -> Vec<String> { secret_annotations(&on_the_item, copy_all).into_keys().collect() };
+        assert_eq!(keys(false), [AUTO_RESTART, ITEM_NAME]);
+        assert_eq!(keys(true), [AUTO_RESTART, ITEM_NAME, "team/on-call"]);
     }
 
     #[test]
-    fn secret_names_are_sanitized_like_go() {
-        assert_eq!(sanitize_secret_name("my-secret"), "my-secret");
-        assert_eq!(sanitize_secret_name("My Secret!"), "my-secret");
-        assert_eq!(sanitize_secret_name("--a__b.."), "a-b");
-        assert_eq!(sanitize_secret_name("db.prod"), "db.prod");
-        assert_eq!(sanitize_secret_name(&"X".repeat(300)).len(), 253);
-        assert!(is_valid_secret_name("a.b-c"));
-        assert!(!is_valid_secret_name("A"));
-        assert!(!is_valid_secret_name("a..b"));
+    fn total_bytes_counts_keys_and_values() {
+        let data = build(&item(vec![], vec![field("ab", "cde")], vec![]));
+        assert_eq!(data.total_bytes(), 5);
     }
 
     fn target() -> SecretTarget {
@@ -784,13 +791,6 @@ mod tests {
         fn valid_keys_are_kept_verbatim(key in "[-._a-zA-Z0-9]{1,253}") {
             prop_assume!(key != "." && !key.starts_with(".."));
             prop_assert_eq!(sanitize_key(&key), Some(key));
-        }
-
-        #[test]
-        fn sanitized_secret_names_are_valid_or_empty(name in "\\PC{0,300}") {
-            let sanitized = sanitize_secret_name(&name);
-            prop_assert!(sanitized.is_empty() || sanitized.len() <= 253);
-            prop_assert!(!sanitized.starts_with(['-', '.']) && !sanitized.ends_with(['-', '.']));
         }
 
         #[test]

@@ -1,5 +1,5 @@
-//! Items and their file bytes, shared by every resource that points at the same item and
-//! kept so that a hand-edited Secret is repaired without a Connect call.
+//! Fetch: the item and its files, through a cache shared by every resource that points at
+//! the same item and kept so that a hand-edited Secret is repaired without a Connect call.
 //!
 //! Concurrent requests for one item are coalesced: they wait on the item's slot while one
 //! of them fetches. Entries do not expire by age: the poller invalidates an item whose
@@ -8,30 +8,82 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
+use tracing::debug;
+
+use super::Context;
+use super::build::{ItemData, MAX_SECRET_BYTES};
+use super::error::Error;
+use super::resolve::{ItemRef, resolve};
 use crate::connect::models::FullItem;
 use crate::connect::{ConnectClient, ConnectError};
-use crate::secret::{ItemData, MAX_SECRET_BYTES};
+use crate::crd::OnePasswordItem;
 
 /// Largest file fetched inline with the file list (Connect's default inline limit).
 const INLINE_LIMIT_BYTES: u64 = 100 * 1024;
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ItemKey {
+pub(crate) struct ItemKey {
     pub vault_id: String,
     pub item_id: String,
 }
 
 /// An item as fetched (what Secrets are built from), with the bytes of its files by file id.
 #[derive(Debug)]
-pub struct CachedItem {
+pub(crate) struct CachedItem {
     pub item: ItemData,
     pub files: BTreeMap<String, Vec<u8>>,
+}
+
+/// An item ready for the build step.
+pub(crate) struct Fetched {
+    pub(crate) key: ItemKey,
+    pub(crate) cached: Arc<CachedItem>,
+    /// Other items with the same title, when the path was looked up now; `None` when the ids
+    /// in status were reused.
+    pub(crate) ambiguous_with: Option<Vec<String>>,
+    /// Whether Connect was read just now (so it answers for this vault right now).
+    pub(crate) read_now: bool,
+}
+
+/// The item `path` names: by the ids in status while the path is unchanged, else resolved.
+pub(crate) async fn fetch(ctx: &Context, opi: &OnePasswordItem, path: &ItemRef<'_>) -> Result<Fetched, Error> {
+    if let Some(key) = path.ids_in_status(opi) {
+        match ctx.items.get(&ctx.connect, &key).await {
+            Ok((cached, read_now)) => {
+                return Ok(Fetched {
+                    key,
+                    cached,
+                    ambiguous_with: None,
+                    read_now,
+                });
+            }
+            // Deleted, or replaced by an item with the same title: look the path up again.
+            Err(err) if err.is_not_found() => {
+                debug!("cached item id not found; resolving the item path again");
+                ctx.items.invalidate(&key);
+            }
+            Err(err) => return Err(err.into()),
+        }
+    }
+    let resolved = resolve(&ctx.connect, path).await?;
+    let (cached, _) = ctx
+        .items
+        .get(&ctx.connect, &resolved.key)
+        .await
+        .map_err(|e| path.item_not_found(e))?;
+    Ok(Fetched {
+        key: resolved.key,
+        cached,
+        ambiguous_with: Some(resolved.also_matched),
+        // Resolving the path read Connect just now.
+        read_now: true,
+    })
 }
 
 type Slot = Arc<tokio::sync::Mutex<Option<Arc<CachedItem>>>>;
 
 #[derive(Debug, Default)]
-pub struct ItemCache {
+pub(crate) struct ItemCache {
     slots: Mutex<HashMap<ItemKey, Slot>>,
 }
 
@@ -47,40 +99,48 @@ impl ItemCache {
 
     /// The item, from cache when present, else from Connect; `true` when this call read it
     /// from Connect (proof that Connect answers for its vault right now).
-    pub async fn get(&self, client: &ConnectClient, key: &ItemKey) -> Result<(Arc<CachedItem>, bool), ConnectError> {
+    pub(crate) async fn get(
+        &self,
+        client: &ConnectClient,
+        key: &ItemKey,
+    ) -> Result<(Arc<CachedItem>, bool), ConnectError> {
         let slot = self.slot(key);
         let mut cached = slot.lock().await;
         if let Some(item) = cached.as_ref() {
             return Ok((item.clone(), false));
         }
-        let fetched = Arc::new(fetch(client, key, cached.as_deref()).await?);
+        let fetched = Arc::new(fetch_item(client, key, cached.as_deref()).await?);
         *cached = Some(fetched.clone());
         Ok((fetched, true))
     }
 
     /// The cached item, whatever its age, without calling Connect.
-    pub fn peek(&self, key: &ItemKey) -> Option<Arc<CachedItem>> {
+    pub(crate) fn peek(&self, key: &ItemKey) -> Option<Arc<CachedItem>> {
         let slot = self.slots.lock().expect("item cache lock").get(key)?.clone();
         slot.try_lock().ok()?.clone()
     }
 
     /// Forgets an item, so that its next use fetches it.
-    pub fn invalidate(&self, key: &ItemKey) {
+    pub(crate) fn invalidate(&self, key: &ItemKey) {
         self.slots.lock().expect("item cache lock").remove(key);
     }
 
     /// Keeps only the items `keep` says are still referenced: an item nobody uses is not
     /// held (with its files) for ever.
-    pub fn retain(&self, keep: impl Fn(&ItemKey) -> bool) {
+    pub(crate) fn retain(&self, keep: impl Fn(&ItemKey) -> bool) {
         self.slots.lock().expect("item cache lock").retain(|key, _| keep(key));
     }
 
-    pub fn keys(&self) -> Vec<ItemKey> {
+    pub(crate) fn len(&self) -> usize {
+        self.slots.lock().expect("item cache lock").len()
+    }
+
+    pub(crate) fn keys(&self) -> Vec<ItemKey> {
         self.slots.lock().expect("item cache lock").keys().cloned().collect()
     }
 }
 
-async fn fetch(
+async fn fetch_item(
     client: &ConnectClient,
     key: &ItemKey,
     previous: Option<&CachedItem>,

@@ -1,0 +1,178 @@
+//! The controller's settings and [`Context`]: the seam between the reconcile and the outside
+//! world (clients, caches, metrics).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use kube::Resource;
+use kube::runtime::reflector::ObjectRef;
+
+use super::build::MappingOptions;
+use super::fetch::ItemCache;
+use super::known::KnownSecrets;
+use super::outcome::ConnectFailure;
+use super::repairs::RepairThrottle;
+use super::status::EventSpec;
+use crate::connect::ConnectClient;
+use crate::crd::OnePasswordItem;
+use crate::events::EventPublisher;
+use crate::metrics::Metrics;
+use crate::restart::Restarter;
+
+/// How the controller behaves; from the command line.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Namespaces to watch; empty means all.
+    pub namespaces: Vec<String>,
+    /// How often the poller checks the referenced vaults for changes.
+    pub polling_interval: Duration,
+    /// How often a synced resource is reconciled anyway (from cache: no Connect call).
+    pub resync_interval: Duration,
+    pub mapping: MappingOptions,
+    /// Reconciles running at once.
+    pub concurrency: u16,
+    /// Restart consumers of a changed Secret unless an annotation says otherwise.
+    pub auto_restart: bool,
+    /// Manage Secrets for workloads annotated with `item-path` and `item-name` (always on in
+    /// 1Password's Go operator; on by default here).
+    pub annotated_workloads: bool,
+    /// Copy each OnePasswordItem's own annotations onto its Secret: what Go's
+    /// `--enable-annotations` means.
+    pub copy_annotations: bool,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            namespaces: Vec::new(),
+            polling_interval: Duration::from_secs(10),
+            resync_interval: Duration::from_secs(600),
+            mapping: MappingOptions::default(),
+            concurrency: 16,
+            auto_restart: false,
+            annotated_workloads: true,
+            copy_annotations: false,
+        }
+    }
+}
+
+/// Everything a reconcile needs, shared by the controllers, the poller and the HTTP server.
+pub struct Context {
+    pub(crate) client: kube::Client,
+    pub(crate) connect: ConnectClient,
+    pub(crate) items: ItemCache,
+    /// Which Secrets are untouched since we wrote them: those need no read.
+    pub(crate) known: KnownSecrets,
+    pub(crate) settings: Settings,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) restarter: Arc<Restarter>,
+    pub(crate) events: EventPublisher,
+    /// Repairs of Secrets that something keeps changing: backed off, Events aggregated.
+    pub(crate) repairs: RepairThrottle,
+    failures: Mutex<HashMap<ObjectRef<OnePasswordItem>, u32>>,
+    /// Vaults the poller could not check last time, and why.
+    vault_failures: Mutex<HashMap<String, ConnectFailure>>,
+    caches_synced: AtomicBool,
+    standby: AtomicBool,
+}
+
+impl Context {
+    pub fn new(client: kube::Client, connect: ConnectClient, settings: Settings, metrics: Arc<Metrics>) -> Self {
+        let events = EventPublisher::new(client.clone(), "onepassword-operator", std::env::var("POD_NAME").ok());
+        Self {
+            restarter: Restarter::new(client.clone(), events.clone(), settings.auto_restart),
+            events,
+            repairs: RepairThrottle::default(),
+            client,
+            connect,
+            items: ItemCache::default(),
+            known: KnownSecrets::default(),
+            settings,
+            metrics,
+            failures: Mutex::default(),
+            vault_failures: Mutex::default(),
+            caches_synced: AtomicBool::new(false),
+            standby: AtomicBool::new(false),
+        }
+    }
+
+    pub fn client(&self) -> &kube::Client {
+        &self.client
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// How many items (with their files) the shared cache holds.
+    pub fn cached_items(&self) -> usize {
+        self.items.len()
+    }
+
+    /// A replica waiting for the leader lease runs nothing, so it has no caches to sync.
+    pub fn is_standby(&self) -> bool {
+        self.standby.load(Ordering::Relaxed)
+    }
+
+    pub fn set_standby(&self, standby: bool) {
+        self.standby.store(standby, Ordering::Relaxed);
+    }
+
+    /// Whether every watch has listed its objects once.
+    pub fn caches_synced(&self) -> bool {
+        self.caches_synced.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_caches_synced(&self) {
+        self.caches_synced.store(true, Ordering::Relaxed);
+    }
+
+    /// Records that a vault cannot be checked; true when it was fine before.
+    pub(crate) fn vault_failed(&self, vault_id: &str, failure: ConnectFailure) -> bool {
+        self.vault_failures
+            .lock()
+            .expect("vault failures lock")
+            .insert(vault_id.to_owned(), failure)
+            .is_none()
+    }
+
+    /// Records that a vault was checked; true when it was failing before.
+    pub(crate) fn vault_recovered(&self, vault_id: &str) -> bool {
+        self.vault_failures
+            .lock()
+            .expect("vault failures lock")
+            .remove(vault_id)
+            .is_some()
+    }
+
+    pub(crate) fn vault_failure(&self, vault_id: &str) -> Option<ConnectFailure> {
+        self.vault_failures
+            .lock()
+            .expect("vault failures lock")
+            .get(vault_id)
+            .cloned()
+    }
+
+    /// Counts a failed reconcile of `obj`; returns the failures in a row.
+    pub(crate) fn failed(&self, obj: &OnePasswordItem) -> u32 {
+        let mut failures = self.failures.lock().expect("failures lock");
+        let count = failures.entry(ObjectRef::from_obj(obj)).or_default();
+        *count += 1;
+        *count
+    }
+
+    pub(crate) fn succeeded(&self, obj: &OnePasswordItem) {
+        self.failures
+            .lock()
+            .expect("failures lock")
+            .remove(&ObjectRef::from_obj(obj));
+    }
+
+    pub(crate) async fn publish(&self, obj: &OnePasswordItem, spec: EventSpec) {
+        self.events
+            .notify(&obj.object_ref(&()), spec.warning, "Sync", &spec.reason, spec.note)
+            .await;
+    }
+}

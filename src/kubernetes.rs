@@ -1,0 +1,67 @@
+//! Small helpers over the Kubernetes API shared by the controllers, the leader election and
+//! the wiring.
+
+use std::fmt::Debug;
+use std::time::Duration;
+
+use kube::api::{Api, Patch, PatchParams};
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+use tracing::info;
+
+use crate::annotations::LEGACY_FINALIZER;
+
+/// How a watch that lost the apiserver tries again: after 0.1 s at first, then at most every
+/// 1 s (2 s with jitter). kube's default (client-go's) grows to 30 s, which left drift repair
+/// blind for up to 46 s after an apiserver restart; the few watches of one operator cost a
+/// recovering apiserver little.
+pub(crate) fn watch_backoff() -> impl kube::runtime::utils::Backoff {
+    let retries = backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(Duration::from_secs(1))
+        .with_jitter()
+        .without_max_times();
+    kube::runtime::utils::ResetTimerBackoff::new(
+        kube::runtime::watcher::ExponentialBackoff::from(retries),
+        Duration::from_secs(60),
+    )
+}
+
+/// An `Api` over one namespace, or over all of them.
+pub(crate) fn scoped_api<K>(client: &kube::Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    K::DynamicType: Default,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Removes the finalizer of 1Password's Go operator, which nothing would remove after a
+/// migration, so that the object can be deleted. Used for OnePasswordItems, their Secrets
+/// and annotated workloads.
+pub(crate) async fn remove_legacy_finalizer<K>(api: &Api<K>, obj: &K) -> Result<(), kube::Error>
+where
+    K: Resource<DynamicType = ()> + Clone + Debug + serde::de::DeserializeOwned,
+{
+    let finalizers = obj.finalizers();
+    if !finalizers.iter().any(|f| f == LEGACY_FINALIZER) {
+        return Ok(());
+    }
+    let remaining: Vec<&String> = finalizers.iter().filter(|f| *f != LEGACY_FINALIZER).collect();
+    // resourceVersion makes the patch fail instead of dropping a finalizer added meanwhile.
+    let patch = json!({ "metadata": { "finalizers": remaining, "resourceVersion": obj.resource_version() } });
+    match api
+        .patch(&obj.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
+        Ok(_) => {
+            info!(kind = %K::kind(&()), name = %obj.name_any(), "removed the finalizer of 1Password's Go operator");
+            Ok(())
+        }
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(e) => Err(e),
+    }
+}
