@@ -146,6 +146,8 @@ pub(crate) struct Poller {
     token_generation: u64,
     /// Cached items that no resource referenced at the last poll.
     unreferenced_items: HashSet<ItemKey>,
+    /// The vaults resources referenced at the last poll.
+    referenced_vaults: BTreeSet<String>,
 }
 
 /// What one poll found, for logs and tests.
@@ -167,6 +169,7 @@ impl Poller {
             seen: HashMap::new(),
             token_generation: 0,
             unreferenced_items: HashSet::new(),
+            referenced_vaults: BTreeSet::new(),
         }
     }
 
@@ -290,12 +293,18 @@ impl Poller {
         }
         let vaults: BTreeSet<String> = tracked.iter().map(|t| t.vault_id.to_owned()).collect();
         self.seen.retain(|vault, _| vaults.contains(vault));
+        // Title listings of vaults that no resource pointed at in two polls are let go too.
+        let previous = std::mem::replace(&mut self.referenced_vaults, vaults.clone());
+        self.ctx
+            .directory
+            .retain_vaults(|vault| vaults.contains(vault) || previous.contains(vault));
         let mut report = PollReport {
             vaults: vaults.len(),
             ..PollReport::default()
         };
 
         let connect = self.ctx.connect.clone();
+        let ctx = &self.ctx;
         let seen = self.seen.clone();
         let checks = futures::stream::iter(vaults)
             .map(|vault_id| {
@@ -310,8 +319,13 @@ impl Poller {
                         p.content_version != vault.content_version || p.listed_at.elapsed() >= SAFETY_LISTING
                     });
                     let listed = if must_list {
+                        let asked = Instant::now();
                         match connect.list_items(&vault_id, None).await {
-                            Ok(items) => Some(items.into_iter().map(|i| (i.id, i.version)).collect::<HashMap<_, _>>()),
+                            Ok(items) => {
+                                // The titles new resources are resolved with stay current.
+                                ctx.directory.listed_items(&vault_id, &items, asked).await;
+                                Some(items.into_iter().map(|i| (i.id, i.version)).collect::<HashMap<_, _>>())
+                            }
                             Err(err) => return Err((vault_id, err)),
                         }
                     } else {

@@ -326,3 +326,56 @@ async fn a_vault_wide_rotation_reaches_every_secret() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
+
+/// The initial sync of `n` resources spread over `vaults` vaults, named by title or by id:
+/// the Connect calls it cost, as the simulator counts them, with no poll in between.
+async fn initial_sync_calls(prefix: &str, vaults: usize, n: usize, by_id: bool) -> Option<Vec<(String, u64)>> {
+    let h = support::harness::harness(prefix, &data(vaults, n), Duration::from_secs(3600)).await?;
+    let mut paths = Vec::new();
+    for i in 0..n {
+        let (vault, item) = (format!("V{}", i % vaults), format!("item-{i}"));
+        if by_id {
+            let vault = h
+                .writer
+                .list_vaults(Some(&Filter::name_eq(&vault)))
+                .await
+                .unwrap()
+                .remove(0);
+            let item = h
+                .writer
+                .list_items(&vault.id, Some(&Filter::title_eq(&item)))
+                .await
+                .unwrap()
+                .remove(0);
+            paths.push(format!("vaults/{}/items/{}", vault.id, item.id));
+        } else {
+            paths.push(format!("vaults/{vault}/items/{item}"));
+        }
+    }
+    h.admin().reset_stats().await.unwrap();
+    for (i, path) in paths.iter().enumerate() {
+        h.create(&format!("item-{i}"), path).await;
+    }
+    wait_all_ready(&h, n).await;
+    Some(h.admin().stats().await.unwrap().requests.into_iter().collect())
+}
+
+#[tokio::test]
+async fn the_initial_sync_costs_one_call_per_item_and_one_listing_per_vault_by_title_or_by_id() {
+    let (vaults, n) = (3, 30);
+    let expected: Vec<(String, u64)> = vec![
+        ("get_item".into(), n as u64),
+        ("list_items".into(), vaults as u64),
+        ("list_vaults".into(), 1),
+    ];
+    for by_id in [false, true] {
+        let prefix = if by_id { "cost-by-id" } else { "cost-by-title" };
+        let Some(calls) = initial_sync_calls(prefix, vaults, n, by_id).await else {
+            return;
+        };
+        assert_eq!(
+            calls, expected,
+            "{n} resources in {vaults} vaults (by id: {by_id}): one read per item, one listing per vault, one of the vaults"
+        );
+    }
+}

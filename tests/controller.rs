@@ -646,6 +646,56 @@ async fn a_deleted_item_keeps_the_secret() {
     assert_password_kept(&h).await;
 }
 
+/// A new item of the vault, with one field.
+async fn create_item(h: &Harness, title: &str, label: &str, value: &str) {
+    use onepassword_operator::connect::models::{Category, Field, FullItem, Item, VaultRef};
+    let item = FullItem {
+        item: Item {
+            title: title.into(),
+            category: Some(Category::Login),
+            vault: VaultRef { id: h.vault_id.clone() },
+            ..Item::default()
+        },
+        fields: vec![Field {
+            label: label.into(),
+            value: value.into(),
+            ..Field::default()
+        }],
+        ..FullItem::default()
+    };
+    h.writer.create_item(&h.vault_id, &item).await.unwrap();
+}
+
+#[tokio::test]
+async fn titles_resolve_through_listings_that_follow_new_and_replaced_items() {
+    // No poll in the test's time: only the lookups themselves keep the listings current.
+    let h = harness!("listings", Duration::from_secs(3600));
+    create_item(&h, "Spare", "token", "s3cr3t-spare-1").await;
+    h.create("db", "vaults/Demo/items/Database").await;
+    h.ready_reason("db", "Synced").await;
+
+    // A title the listing taken for `db` does not have: the vault is listed again.
+    create_item(&h, "Fresh", "token", "s3cr3t-fresh").await;
+    h.create("fresh", "vaults/Demo/items/Fresh").await;
+    h.ready_reason("fresh", "Synced").await;
+    assert_eq!(
+        value(&h.secret("fresh").await, "token").as_deref(),
+        Some("s3cr3t-fresh")
+    );
+
+    // The listing still names a deleted item: its 404 makes the vault listed again.
+    let old = h.item_id("Spare").await;
+    h.writer.delete_item(&h.vault_id, &old).await.unwrap();
+    create_item(&h, "Spare", "token", "s3cr3t-spare-2").await;
+    h.create("spare", "vaults/Demo/items/Spare").await;
+    let opi = h.ready_reason("spare", "Synced").await;
+    assert_ne!(opi.status.unwrap().item_id.as_deref(), Some(old.as_str()));
+    assert_eq!(
+        value(&h.secret("spare").await, "token").as_deref(),
+        Some("s3cr3t-spare-2")
+    );
+}
+
 #[tokio::test]
 async fn unknown_vaults_and_items_say_so() {
     let h = harness!("unknown");

@@ -14,6 +14,7 @@ use super::fetch::ItemCache;
 use super::known::KnownSecrets;
 use super::outcome::ConnectFailure;
 use super::repairs::RepairThrottle;
+use super::resolve::Directory;
 use super::status::EventSpec;
 use crate::connect::ConnectClient;
 use crate::crd::OnePasswordItem;
@@ -63,6 +64,8 @@ pub struct Context {
     pub(crate) client: kube::Client,
     pub(crate) connect: ConnectClient,
     pub(crate) items: ItemCache,
+    /// Vault and item listings that titles are resolved with.
+    pub(crate) directory: Directory,
     /// Which Secrets are untouched since we wrote them: those need no read.
     pub(crate) known: KnownSecrets,
     pub(crate) settings: Settings,
@@ -88,6 +91,7 @@ impl Context {
             client,
             connect,
             items: ItemCache::default(),
+            directory: Directory::default(),
             known: KnownSecrets::default(),
             settings,
             metrics,

@@ -65,18 +65,26 @@ pub(crate) async fn fetch(ctx: &Context, opi: &OnePasswordItem, path: &ItemRef<'
             Err(err) => return Err(err.into()),
         }
     }
-    let resolved = resolve(&ctx.connect, path).await?;
-    let (cached, _) = ctx
-        .items
-        .get(&ctx.connect, &resolved.key)
-        .await
-        .map_err(|e| path.item_not_found(e))?;
+    let mut resolved = resolve(ctx, path).await?;
+    let (cached, read_now) = match ctx.items.get(&ctx.connect, &resolved.key).await {
+        Ok(found) => found,
+        // The listing it was resolved from is out of date (the item was deleted, or replaced
+        // by one with the same title): list the vault again, once.
+        Err(err) if err.is_not_found() => {
+            ctx.directory.forget_items(&resolved.key.vault_id);
+            resolved = resolve(ctx, path).await?;
+            ctx.items
+                .get(&ctx.connect, &resolved.key)
+                .await
+                .map_err(|e| path.item_not_found(e))?
+        }
+        Err(err) => return Err(err.into()),
+    };
     Ok(Fetched {
         key: resolved.key,
         cached,
         ambiguous_with: Some(resolved.also_matched),
-        // Resolving the path read Connect just now.
-        read_now: true,
+        read_now,
     })
 }
 

@@ -2,10 +2,22 @@
 //! is the same, so that a steady resource costs no lookup; a new path, or ids Connect no
 //! longer knows, are looked up by title or id (the oldest of items with the same title, as
 //! in 1Password's Go operator).
+//!
+//! Lookups go through a [`Directory`]: one listing of the vaults and one listing of the items
+//! of each vault, shared by every resource, so that N resources in V vaults cost 1 + V
+//! listings to resolve, whatever their naming, and then one item read each. A listing is
+//! taken again when a reference is missing from one taken before the lookup began, when the
+//! poller lists the vault anyway, and when a resolved id turns out to be gone.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use super::Context;
 use super::error::Error;
 use super::fetch::ItemKey;
-use crate::connect::{ConnectClient, ConnectError, resolve_item, resolve_vault};
+use crate::connect::models::Item;
+use crate::connect::{ConnectClient, ConnectError, TitleIndex};
 use crate::crd::{OnePasswordItem, parse_item_path};
 
 /// A resource's `itemPath`, split into its vault and item references.
@@ -54,20 +66,141 @@ pub(crate) struct Resolved {
     pub(crate) also_matched: Vec<String>,
 }
 
-/// Looks the vault and the item up in Connect.
-pub(crate) async fn resolve(connect: &ConnectClient, path: &ItemRef<'_>) -> Result<Resolved, Error> {
-    let vault = resolve_vault(connect, path.vault)
-        .await
-        .map_err(|source| match source {
-            source @ ConnectError::NotFound { .. } => Error::VaultNotFound {
-                vault: path.vault.into(),
-                source,
-            },
-            other => other.into(),
-        })?;
-    let item = resolve_item(connect, &vault.id, path.item)
-        .await
-        .map_err(|e| path.item_not_found(e))?;
+/// A listing and when it was asked for: a reference missing from a listing asked for after
+/// the lookup began is missing indeed.
+struct Listing {
+    asked: Instant,
+    index: TitleIndex,
+}
+
+type Slot = Arc<tokio::sync::Mutex<Option<Listing>>>;
+
+/// Vault and item listings shared by every resolution; concurrent lookups wait for one call.
+#[derive(Default)]
+pub(crate) struct Directory {
+    vaults: Slot,
+    /// Vault id → the listing of its items.
+    items: Mutex<HashMap<String, Slot>>,
+}
+
+impl Directory {
+    fn items_slot(&self, vault_id: &str) -> Slot {
+        self.items
+            .lock()
+            .expect("directory lock")
+            .entry(vault_id.to_owned())
+            .or_default()
+            .clone()
+    }
+
+    /// Resolves with the listing in `slot`, listing (again) when it lacks the reference and
+    /// was asked for before `since`. `Ok(None)`: not there.
+    async fn lookup<F, L>(
+        slot: &Slot,
+        since: Instant,
+        find: F,
+        list: L,
+    ) -> Result<Option<crate::connect::Resolved>, ConnectError>
+    where
+        F: Fn(&TitleIndex) -> Option<crate::connect::Resolved>,
+        L: AsyncFnOnce() -> Result<TitleIndex, ConnectError>,
+    {
+        let mut listing = slot.lock().await;
+        if let Some(current) = listing.as_ref() {
+            if let Some(found) = find(&current.index) {
+                return Ok(Some(found));
+            }
+            if current.asked >= since {
+                return Ok(None);
+            }
+        }
+        let asked = Instant::now();
+        let index = list().await?;
+        let found = find(&index);
+        *listing = Some(Listing { asked, index });
+        Ok(found)
+    }
+
+    async fn vault(
+        &self,
+        connect: &ConnectClient,
+        reference: &str,
+        since: Instant,
+    ) -> Result<Option<crate::connect::Resolved>, ConnectError> {
+        let list = async || Ok(TitleIndex::of_vaults(&connect.list_vaults(None).await?));
+        Self::lookup(&self.vaults, since, |index| index.vault(reference), list).await
+    }
+
+    async fn item(
+        &self,
+        connect: &ConnectClient,
+        vault_id: &str,
+        reference: &str,
+        since: Instant,
+    ) -> Result<Option<crate::connect::Resolved>, ConnectError> {
+        let list = async || Ok(TitleIndex::of_items(&connect.list_items(vault_id, None).await?));
+        Self::lookup(&self.items_slot(vault_id), since, |index| index.item(reference), list).await
+    }
+
+    /// Forgets the listing of a vault's items: an id from it was not found.
+    pub(crate) fn forget_items(&self, vault_id: &str) {
+        self.items.lock().expect("directory lock").remove(vault_id);
+    }
+
+    /// Takes a listing the poller made anyway, for a vault whose titles are in use.
+    pub(crate) async fn listed_items(&self, vault_id: &str, items: &[Item], asked: Instant) {
+        let slot = self.items.lock().expect("directory lock").get(vault_id).cloned();
+        if let Some(slot) = slot {
+            *slot.lock().await = Some(Listing {
+                asked,
+                index: TitleIndex::of_items(items),
+            });
+        }
+    }
+
+    /// Keeps the item listings of the vaults `keep` says are still referenced.
+    pub(crate) fn retain_vaults(&self, keep: impl Fn(&str) -> bool) {
+        self.items
+            .lock()
+            .expect("directory lock")
+            .retain(|vault, _| keep(vault));
+    }
+}
+
+/// Looks the vault and the item up through the directory.
+pub(crate) async fn resolve(ctx: &Context, path: &ItemRef<'_>) -> Result<Resolved, Error> {
+    let since = Instant::now();
+    let vault_not_found = |message: String| Error::VaultNotFound {
+        vault: path.vault.into(),
+        source: ConnectError::NotFound {
+            endpoint: "resolve_vault",
+            message,
+        },
+    };
+    let vault = ctx
+        .directory
+        .vault(&ctx.connect, path.vault, since)
+        .await?
+        .ok_or_else(|| vault_not_found(format!("no vault named {:?} is visible to the token", path.vault)))?;
+    let item = match ctx.directory.item(&ctx.connect, &vault.id, path.item, since).await {
+        Ok(Some(item)) => item,
+        Ok(None) => {
+            return Err(path.item_not_found(ConnectError::NotFound {
+                endpoint: "resolve_item",
+                message: format!("no item titled {:?} in vault {}", path.item, vault.id),
+            }));
+        }
+        // The vault is gone since the vaults were listed.
+        Err(err) if err.is_not_found() => {
+            ctx.directory.forget_items(&vault.id);
+            *ctx.directory.vaults.lock().await = None;
+            return Err(vault_not_found(format!(
+                "vault {:?} is no longer visible to the token",
+                path.vault
+            )));
+        }
+        Err(err) => return Err(err.into()),
+    };
     Ok(Resolved {
         key: ItemKey {
             vault_id: vault.id,

@@ -13,7 +13,7 @@ pub use client::{ConnectClient, ConnectConfig, RetryPolicy};
 pub use error::ConnectError;
 pub use filter::Filter;
 pub use metrics::ConnectMetrics;
-pub use resolve::{Resolved, resolve_item, resolve_vault};
+pub use resolve::{Resolved, TitleIndex, resolve_item, resolve_vault};
 
 /// The API version this client and the simulator speak.
 pub const API_VERSION: &str = "1.8.1";

@@ -4,6 +4,12 @@
 //! Item: as an id first if it looks like one, then by title. Several matches: the oldest
 //! `createdAt` wins (Go's choice), and the others are reported so the caller can warn
 //! instead of silently flapping.
+//!
+//! [`resolve_vault`] and [`resolve_item`] ask Connect for each reference. A caller that
+//! resolves many references builds a [`TitleIndex`] from one listing instead (the vaults the
+//! token sees, or the items of one vault) and resolves them all with the same rules.
+
+use std::collections::HashMap;
 
 use crate::client::ConnectClient;
 use crate::error::ConnectError;
@@ -79,6 +85,105 @@ pub async fn resolve_item(client: &ConnectClient, vault_id: &str, reference: &st
     })
 }
 
+/// An object of a listing, as resolution needs it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Entry {
+    id: String,
+    title: String,
+    created_at: Option<jiff::Timestamp>,
+}
+
+/// The titles and ids of one listing, to resolve references without further calls.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TitleIndex {
+    /// Lower-cased title → the objects with that title.
+    by_title: HashMap<String, Vec<Entry>>,
+    /// Id → title, for every object listed.
+    by_id: HashMap<String, String>,
+}
+
+impl TitleIndex {
+    fn new(entries: impl Iterator<Item = (Entry, bool)>) -> Self {
+        let mut index = Self::default();
+        for (entry, has_title) in entries {
+            index.by_id.insert(entry.id.clone(), entry.title.clone());
+            if has_title {
+                index
+                    .by_title
+                    .entry(entry.title.to_lowercase())
+                    .or_default()
+                    .push(entry);
+            }
+        }
+        index
+    }
+
+    /// The vaults a token sees (`GET /v1/vaults`).
+    pub fn of_vaults(vaults: &[Vault]) -> Self {
+        Self::new(vaults.iter().map(|v| {
+            let entry = Entry {
+                id: v.id.clone(),
+                title: v.name.clone(),
+                created_at: v.created_at,
+            };
+            (entry, true)
+        }))
+    }
+
+    /// The items of a vault (`GET /v1/vaults/{id}/items`); only active items count by title,
+    /// as with [`resolve_item`].
+    pub fn of_items(items: &[Item]) -> Self {
+        Self::new(items.iter().map(|i| {
+            let entry = Entry {
+                id: i.id.clone(),
+                title: i.title.clone(),
+                created_at: i.created_at,
+            };
+            (entry, i.state.is_none())
+        }))
+    }
+
+    fn by_title(&self, reference: &str) -> Option<Resolved> {
+        let matches = self.by_title.get(&reference.to_lowercase())?;
+        oldest(
+            matches
+                .iter()
+                .map(|e| (e.id.as_str(), e.title.as_str(), e.created_at))
+                .collect(),
+        )
+    }
+
+    fn by_id(&self, reference: &str) -> Option<Resolved> {
+        if !is_valid_id(reference) {
+            return None;
+        }
+        self.by_id.get(reference).map(|title| Resolved {
+            id: reference.to_owned(),
+            title: title.clone(),
+            also_matched: Vec::new(),
+        })
+    }
+
+    /// A vault reference, with [`resolve_vault`]'s rules: by title first, then as an id.
+    pub fn vault(&self, reference: &str) -> Option<Resolved> {
+        self.by_title(reference).or_else(|| self.by_id(reference))
+    }
+
+    /// An item reference, with [`resolve_item`]'s rules: as an id first, then by title.
+    pub fn item(&self, reference: &str) -> Option<Resolved> {
+        self.by_id(reference).or_else(|| self.by_title(reference))
+    }
+
+    /// How many objects the listing had.
+    pub fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
+    }
+}
+
 /// Oldest first; ties broken by id so the choice never depends on list order.
 fn oldest(mut matches: Vec<(&str, &str, Option<jiff::Timestamp>)>) -> Option<Resolved> {
     matches.sort_by(|a, b| (a.2.is_none(), a.2, a.0).cmp(&(b.2.is_none(), b.2, b.0)));
@@ -110,6 +215,65 @@ mod tests {
         assert_eq!(resolved.id, "a");
         assert_eq!(resolved.also_matched, vec!["b", "c"]);
         assert!(resolved.is_ambiguous());
+    }
+
+    fn vault(id: &str, name: &str, created: &str) -> Vault {
+        Vault {
+            id: id.into(),
+            name: name.into(),
+            created_at: ts(created),
+            ..Vault::default()
+        }
+    }
+
+    fn item(id: &str, title: &str, created: &str) -> Item {
+        Item {
+            id: id.into(),
+            title: title.into(),
+            created_at: ts(created),
+            ..Item::default()
+        }
+    }
+
+    const ID_A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaa";
+    const ID_B: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbb";
+
+    #[test]
+    fn an_index_resolves_vaults_by_title_first_and_items_by_id_first() {
+        // A vault titled like another vault's id: the title wins, as with resolve_vault.
+        let vaults = TitleIndex::of_vaults(&[
+            vault(ID_A, "Prod", "2024-01-01T00:00:00Z"),
+            vault(ID_B, ID_A, "2024-01-02T00:00:00Z"),
+        ]);
+        assert_eq!(vaults.vault(ID_A).unwrap().id, ID_B);
+        assert_eq!(vaults.vault("prod").unwrap().id, ID_A, "titles are case-insensitive");
+        assert_eq!(vaults.vault(ID_B).unwrap().title, ID_A, "an id that is no title");
+        assert_eq!(vaults.vault("Staging"), None);
+
+        // An item titled like another item's id: the id wins, as with resolve_item.
+        let items = TitleIndex::of_items(&[
+            item(ID_A, "DB", "2024-01-01T00:00:00Z"),
+            item(ID_B, ID_A, "2024-01-02T00:00:00Z"),
+        ]);
+        assert_eq!(items.item(ID_A).unwrap().id, ID_A);
+        assert_eq!(items.item("db").unwrap().id, ID_A);
+        assert_eq!(items.len(), 2);
+    }
+
+    #[test]
+    fn an_index_reports_duplicate_titles_and_ignores_archived_items_by_title() {
+        let mut archived = item("cccccccccccccccccccccccccc", "DB", "2023-01-01T00:00:00Z");
+        archived.state = Some(crate::models::ItemState::Archived);
+        let items = TitleIndex::of_items(&[
+            item(ID_B, "DB", "2024-01-02T00:00:00Z"),
+            item(ID_A, "db", "2024-01-01T00:00:00Z"),
+            archived,
+        ]);
+        let resolved = items.item("DB").unwrap();
+        assert_eq!(
+            (resolved.id.as_str(), resolved.also_matched.clone()),
+            (ID_A, vec![ID_B.to_string()])
+        );
     }
 
     #[test]
