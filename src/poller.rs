@@ -320,7 +320,7 @@ impl Poller {
                     });
                     let listed = if must_list {
                         let asked = Instant::now();
-                        match connect.list_items(&vault_id, None).await {
+                        match connect.list_item_summaries(&vault_id).await {
                             Ok(items) => {
                                 // The titles new resources are resolved with stay current.
                                 ctx.directory.listed_items(&vault_id, &items, asked).await;

@@ -16,7 +16,7 @@ use std::time::Instant;
 use super::Context;
 use super::error::Error;
 use super::fetch::ItemKey;
-use crate::connect::models::Item;
+use crate::connect::models::ItemSummary;
 use crate::connect::{ConnectClient, ConnectError, TitleIndex};
 use crate::crd::{OnePasswordItem, parse_item_path};
 
@@ -138,7 +138,7 @@ impl Directory {
         reference: &str,
         since: Instant,
     ) -> Result<Option<crate::connect::Resolved>, ConnectError> {
-        let list = async || Ok(TitleIndex::of_items(&connect.list_items(vault_id, None).await?));
+        let list = async || Ok(TitleIndex::of_items(&connect.list_item_summaries(vault_id).await?));
         Self::lookup(&self.items_slot(vault_id), since, |index| index.item(reference), list).await
     }
 
@@ -148,7 +148,7 @@ impl Directory {
     }
 
     /// Takes a listing the poller made anyway, for a vault whose titles are in use.
-    pub(crate) async fn listed_items(&self, vault_id: &str, items: &[Item], asked: Instant) {
+    pub(crate) async fn listed_items(&self, vault_id: &str, items: &[ItemSummary], asked: Instant) {
         let slot = self.items.lock().expect("directory lock").get(vault_id).cloned();
         if let Some(slot) = slot {
             *slot.lock().await = Some(Listing {

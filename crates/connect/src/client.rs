@@ -18,7 +18,7 @@ use url::Url;
 use crate::error::ConnectError;
 use crate::filter::Filter;
 use crate::metrics::ConnectMetrics;
-use crate::models::{ActivityPage, ErrorBody, File, FullItem, Item, PatchOp, ServerHealth, Vault};
+use crate::models::{ActivityPage, ErrorBody, File, FullItem, Item, ItemSummary, PatchOp, ServerHealth, Vault};
 
 /// How failed calls are retried: exponential backoff with full jitter, for transport
 /// errors, 5xx, 408 and 429. A `Retry-After` from the server replaces the computed delay.
@@ -314,6 +314,17 @@ impl ConnectClient {
     pub async fn list_items(&self, vault_id: &str, filter: Option<&Filter>) -> Result<Vec<Item>, ConnectError> {
         self.json(Call::new("list_items", Method::GET, &["v1", "vaults", vault_id, "items"]).filter(filter))
             .await
+    }
+
+    /// `GET /v1/vaults/{vault}/items`, every item, decoded as [`ItemSummary`]: for callers
+    /// that list large vaults for versions and titles only.
+    pub async fn list_item_summaries(&self, vault_id: &str) -> Result<Vec<ItemSummary>, ConnectError> {
+        self.json(Call::new(
+            "list_items",
+            Method::GET,
+            &["v1", "vaults", vault_id, "items"],
+        ))
+        .await
     }
 
     /// `GET /v1/vaults/{vault}/items/{item}`.

@@ -297,6 +297,23 @@ impl Item {
     }
 }
 
+/// What change detection and title resolution need of a listed item. A listing decoded
+/// into these takes a fraction of the memory of full [`Item`]s (no URLs, tags or vault).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ItemSummary {
+    #[serde(default)]
+    pub id: String,
+    #[serde(default)]
+    pub title: String,
+    #[serde(default)]
+    pub version: u64,
+    #[serde(default, deserialize_with = "empty_as_none")]
+    pub state: Option<ItemState>,
+    #[serde(default)]
+    pub created_at: Option<Timestamp>,
+}
+
 /// An item with its sections, fields and file metadata.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct FullItem {
@@ -628,6 +645,28 @@ pub fn is_valid_id(value: &str) -> bool {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_listed_item_decodes_as_a_summary_with_what_resolution_needs() {
+        let listed = json!({
+            "id": "aaaaaaaaaaaaaaaaaaaaaaaaaa", "title": "DB", "version": 7, "state": "ARCHIVED",
+            "createdAt": "2024-01-01T00:00:00Z", "vault": { "id": "v" }, "category": "LOGIN",
+            "urls": [{ "href": "https://example.com" }], "tags": ["a"], "favorite": true
+        });
+        let summary: ItemSummary = serde_json::from_value(listed).unwrap();
+        assert_eq!(
+            (
+                summary.id.as_str(),
+                summary.title.as_str(),
+                summary.version,
+                summary.state
+            ),
+            ("aaaaaaaaaaaaaaaaaaaaaaaaaa", "DB", 7, Some(ItemState::Archived))
+        );
+        assert_eq!(summary.created_at, Some("2024-01-01T00:00:00Z".parse().unwrap()));
+        let active: ItemSummary = serde_json::from_value(json!({ "id": "x", "state": "" })).unwrap();
+        assert_eq!(active.state, None);
+    }
 
     #[test]
     fn unknown_enum_values_decode_and_round_trip() {

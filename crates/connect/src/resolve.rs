@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use crate::client::ConnectClient;
 use crate::error::ConnectError;
 use crate::filter::Filter;
-use crate::models::{Item, Vault, is_valid_id};
+use crate::models::{Item, ItemSummary, Vault, is_valid_id};
 
 /// The outcome of resolving a title or id.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -88,33 +88,38 @@ pub async fn resolve_item(client: &ConnectClient, vault_id: &str, reference: &st
 /// An object of a listing, as resolution needs it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Entry {
-    id: String,
-    title: String,
+    id: Box<str>,
+    title: Box<str>,
     created_at: Option<jiff::Timestamp>,
 }
 
-/// The titles and ids of one listing, to resolve references without further calls.
+/// The titles and ids of one listing, to resolve references without further calls. Kept
+/// small: it may hold every item of a large vault.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TitleIndex {
-    /// Lower-cased title → the objects with that title.
-    by_title: HashMap<String, Vec<Entry>>,
-    /// Id → title, for every object listed.
-    by_id: HashMap<String, String>,
+    entries: Vec<Entry>,
+    /// Lower-cased title → the entries with that title.
+    by_title: HashMap<Box<str>, Vec<u32>>,
+    /// Id → its entry.
+    by_id: HashMap<Box<str>, u32>,
 }
 
 impl TitleIndex {
-    fn new(entries: impl Iterator<Item = (Entry, bool)>) -> Self {
+    fn new(objects: impl Iterator<Item = (Entry, bool)>) -> Self {
         let mut index = Self::default();
-        for (entry, has_title) in entries {
-            index.by_id.insert(entry.id.clone(), entry.title.clone());
-            if has_title {
+        for (entry, by_title) in objects {
+            let position = u32::try_from(index.entries.len()).expect("fewer than 2^32 objects");
+            index.by_id.insert(entry.id.clone(), position);
+            if by_title {
                 index
                     .by_title
-                    .entry(entry.title.to_lowercase())
+                    .entry(entry.title.to_lowercase().into())
                     .or_default()
-                    .push(entry);
+                    .push(position);
             }
+            index.entries.push(entry);
         }
+        index.entries.shrink_to_fit();
         index
     }
 
@@ -122,8 +127,8 @@ impl TitleIndex {
     pub fn of_vaults(vaults: &[Vault]) -> Self {
         Self::new(vaults.iter().map(|v| {
             let entry = Entry {
-                id: v.id.clone(),
-                title: v.name.clone(),
+                id: v.id.as_str().into(),
+                title: v.name.as_str().into(),
                 created_at: v.created_at,
             };
             (entry, true)
@@ -132,11 +137,11 @@ impl TitleIndex {
 
     /// The items of a vault (`GET /v1/vaults/{id}/items`); only active items count by title,
     /// as with [`resolve_item`].
-    pub fn of_items(items: &[Item]) -> Self {
+    pub fn of_items(items: &[ItemSummary]) -> Self {
         Self::new(items.iter().map(|i| {
             let entry = Entry {
-                id: i.id.clone(),
-                title: i.title.clone(),
+                id: i.id.as_str().into(),
+                title: i.title.as_str().into(),
                 created_at: i.created_at,
             };
             (entry, i.state.is_none())
@@ -144,11 +149,12 @@ impl TitleIndex {
     }
 
     fn by_title(&self, reference: &str) -> Option<Resolved> {
-        let matches = self.by_title.get(&reference.to_lowercase())?;
+        let positions = self.by_title.get(reference.to_lowercase().as_str())?;
         oldest(
-            matches
+            positions
                 .iter()
-                .map(|e| (e.id.as_str(), e.title.as_str(), e.created_at))
+                .map(|p| &self.entries[*p as usize])
+                .map(|e| (&*e.id, &*e.title, e.created_at))
                 .collect(),
         )
     }
@@ -157,9 +163,10 @@ impl TitleIndex {
         if !is_valid_id(reference) {
             return None;
         }
-        self.by_id.get(reference).map(|title| Resolved {
-            id: reference.to_owned(),
-            title: title.clone(),
+        let entry = &self.entries[*self.by_id.get(reference)? as usize];
+        Some(Resolved {
+            id: entry.id.to_string(),
+            title: entry.title.to_string(),
             also_matched: Vec::new(),
         })
     }
@@ -176,11 +183,11 @@ impl TitleIndex {
 
     /// How many objects the listing had.
     pub fn len(&self) -> usize {
-        self.by_id.len()
+        self.entries.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.by_id.is_empty()
+        self.entries.is_empty()
     }
 }
 
@@ -226,12 +233,12 @@ mod tests {
         }
     }
 
-    fn item(id: &str, title: &str, created: &str) -> Item {
-        Item {
+    fn item(id: &str, title: &str, created: &str) -> ItemSummary {
+        ItemSummary {
             id: id.into(),
             title: title.into(),
             created_at: ts(created),
-            ..Item::default()
+            ..ItemSummary::default()
         }
     }
 
