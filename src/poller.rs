@@ -303,12 +303,10 @@ impl Poller {
             ..PollReport::default()
         };
 
-        let connect = self.ctx.connect.clone();
-        let ctx = &self.ctx;
-        let seen = self.seen.clone();
+        let (ctx, seen) = (&self.ctx, &self.seen);
         let checks = futures::stream::iter(vaults)
             .map(|vault_id| {
-                let connect = connect.clone();
+                let connect = &ctx.connect;
                 let previous = seen.get(&vault_id).copied();
                 async move {
                     let vault = match connect.get_vault(&vault_id).await {
@@ -320,7 +318,7 @@ impl Poller {
                     });
                     let listed = if must_list {
                         let asked = Instant::now();
-                        match connect.list_item_summaries(&vault_id).await {
+                        match connect.list_item_summaries(&vault_id, None).await {
                             Ok(items) => {
                                 // The titles new resources are resolved with stay current.
                                 ctx.directory.listed_items(&vault_id, &items, asked).await;

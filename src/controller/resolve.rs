@@ -138,8 +138,18 @@ impl Directory {
         reference: &str,
         since: Instant,
     ) -> Result<Option<crate::connect::Resolved>, ConnectError> {
-        let list = async || Ok(TitleIndex::of_items(&connect.list_item_summaries(vault_id).await?));
+        let list = async || {
+            Ok(TitleIndex::of_items(
+                &connect.list_item_summaries(vault_id, None).await?,
+            ))
+        };
         Self::lookup(&self.items_slot(vault_id), since, |index| index.item(reference), list).await
+    }
+
+    /// Forgets a vault that is gone: the vaults and its items are listed again when asked.
+    async fn forget_vault(&self, vault_id: &str) {
+        self.forget_items(vault_id);
+        *self.vaults.lock().await = None;
     }
 
     /// Forgets the listing of a vault's items: an id from it was not found.
@@ -192,8 +202,7 @@ pub(crate) async fn resolve(ctx: &Context, path: &ItemRef<'_>) -> Result<Resolve
         }
         // The vault is gone since the vaults were listed.
         Err(err) if err.is_not_found() => {
-            ctx.directory.forget_items(&vault.id);
-            *ctx.directory.vaults.lock().await = None;
+            ctx.directory.forget_vault(&vault.id).await;
             return Err(vault_not_found(format!(
                 "vault {:?} is no longer visible to the token",
                 path.vault

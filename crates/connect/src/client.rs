@@ -316,15 +316,15 @@ impl ConnectClient {
             .await
     }
 
-    /// `GET /v1/vaults/{vault}/items`, every item, decoded as [`ItemSummary`]: for callers
-    /// that list large vaults for versions and titles only.
-    pub async fn list_item_summaries(&self, vault_id: &str) -> Result<Vec<ItemSummary>, ConnectError> {
-        self.json(Call::new(
-            "list_items",
-            Method::GET,
-            &["v1", "vaults", vault_id, "items"],
-        ))
-        .await
+    /// `GET /v1/vaults/{vault}/items`, optionally filtered, decoded as [`ItemSummary`]: for
+    /// callers that need versions and titles only, of vaults that may be large.
+    pub async fn list_item_summaries(
+        &self,
+        vault_id: &str,
+        filter: Option<&Filter>,
+    ) -> Result<Vec<ItemSummary>, ConnectError> {
+        self.json(Call::new("list_items", Method::GET, &["v1", "vaults", vault_id, "items"]).filter(filter))
+            .await
     }
 
     /// `GET /v1/vaults/{vault}/items/{item}`.

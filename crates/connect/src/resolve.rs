@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use crate::client::ConnectClient;
 use crate::error::ConnectError;
 use crate::filter::Filter;
-use crate::models::{Item, ItemSummary, Vault, is_valid_id};
+use crate::models::{ItemSummary, Vault, is_valid_id};
 
 /// The outcome of resolving a title or id.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -35,12 +35,7 @@ impl Resolved {
 /// Resolves a vault title or id to a vault id.
 pub async fn resolve_vault(client: &ConnectClient, reference: &str) -> Result<Resolved, ConnectError> {
     let listed = client.list_vaults(Some(&Filter::name_eq(reference))).await?;
-    let matches: Vec<(&str, &str, Option<jiff::Timestamp>)> = listed
-        .iter()
-        .filter(|v: &&Vault| v.name.to_lowercase() == reference.to_lowercase())
-        .map(|v| (v.id.as_str(), v.name.as_str(), v.created_at))
-        .collect();
-    if let Some(resolved) = oldest(matches) {
+    if let Some(resolved) = TitleIndex::of_vaults(&listed).vault(reference) {
         return Ok(resolved);
     }
     if is_valid_id(reference) {
@@ -73,16 +68,15 @@ pub async fn resolve_item(client: &ConnectClient, vault_id: &str, reference: &st
             Err(err) => return Err(err),
         }
     }
-    let listed = client.list_items(vault_id, Some(&Filter::title_eq(reference))).await?;
-    let matches = listed
-        .iter()
-        .filter(|i: &&Item| i.state.is_none() && i.title.to_lowercase() == reference.to_lowercase())
-        .map(|i| (i.id.as_str(), i.title.as_str(), i.created_at))
-        .collect();
-    oldest(matches).ok_or_else(|| ConnectError::NotFound {
-        endpoint: "resolve_item",
-        message: format!("no item titled {reference:?} in vault {vault_id}"),
-    })
+    let listed = client
+        .list_item_summaries(vault_id, Some(&Filter::title_eq(reference)))
+        .await?;
+    TitleIndex::of_items(&listed)
+        .item(reference)
+        .ok_or_else(|| ConnectError::NotFound {
+            endpoint: "resolve_item",
+            message: format!("no item titled {reference:?} in vault {vault_id}"),
+        })
 }
 
 /// An object of a listing, as resolution needs it.
