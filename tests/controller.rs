@@ -796,6 +796,48 @@ async fn labels_and_auto_restart_are_copied_and_status_is_complete() {
 }
 
 #[tokio::test]
+async fn labels_and_annotations_removed_from_the_resource_leave_its_secret() {
+    let h = harness!("unlabel");
+    h.create_with("db", "vaults/Demo/items/Database", |o| {
+        o.metadata.labels = Some(BTreeMap::from([("team".to_string(), "payments".to_string())]));
+        o.metadata.annotations = Some(BTreeMap::from([(
+            "operator.1password.io/auto-restart".to_string(),
+            "true".to_string(),
+        )]));
+    })
+    .await;
+    let labelled = h
+        .secret_where("db", Duration::from_secs(10), |s| s.labels().contains_key("team"))
+        .await;
+    let theirs = json!({ "metadata": { "labels": { "added-by-hand": "yes" } } });
+    h.secrets()
+        .patch("db", &PatchParams::default(), &Patch::Merge(&theirs))
+        .await
+        .unwrap();
+    let removal = json!({ "metadata": {
+        "labels": { "team": null },
+        "annotations": { "operator.1password.io/auto-restart": null },
+    } });
+    h.items()
+        .patch("db", &PatchParams::default(), &Patch::Merge(&removal))
+        .await
+        .unwrap();
+    let secret = h
+        .secret_where("db", Duration::from_secs(10), |s| {
+            !s.labels().contains_key("team") && !s.annotations().contains_key("operator.1password.io/auto-restart")
+        })
+        .await;
+    assert_eq!(data(&secret), data(&labelled));
+    assert_eq!(secret.labels()[MANAGED_BY_LABEL], "onepassword-operator", "ours stay");
+    assert_eq!(secret.labels()["added-by-hand"], "yes", "somebody else's stay");
+    let reasons: Vec<String> = h.events_for("db").await.into_iter().filter_map(|e| e.reason).collect();
+    assert!(
+        !reasons.iter().any(|r| r == "Repaired"),
+        "a change of the resource is no repair: {reasons:?}"
+    );
+}
+
+#[tokio::test]
 async fn deleting_the_resource_leaves_the_secret_to_garbage_collection() {
     let h = harness!("delete", Duration::from_millis(300));
     h.create("db", "vaults/Demo/items/Database").await;

@@ -1,8 +1,10 @@
 //! Apply: ownership checks, drift detection and the write itself.
 //!
 //! The Secret is read only when the watch says it may have changed since our last write
-//! ([`super::known`]). A Secret is written only when it differs from the desired one, so a steady state costs
-//! no write. Server-side apply (one field manager, forced) sets what we own; keys somebody
+//! ([`super::known`]); one the watch does not know is created with a plain create, and read
+//! only if that finds it there. A Secret is written only when it differs from the desired
+//! one, so a steady state costs no write. Labels and annotations that the resource no longer
+//! asks for are taken away, but only those we set ([`super::managed_fields`]). Server-side apply (one field manager, forced) sets what we own; keys somebody
 //! added by hand belong to their manager and survive an apply, so they are removed with a
 //! second patch. A Secret's type cannot change in place: it is deleted (with uid and
 //! resourceVersion preconditions) and created again, but only after a server-side dry run
@@ -20,6 +22,7 @@ use super::Context;
 use super::build::{BuiltSecret, ItemData, effective_type};
 use super::error::Error;
 use super::known::{self, Freshness};
+use super::managed_fields::{dropped_metadata, folded_into_apply};
 use super::outcome::Write;
 use crate::annotations::{
     ALLOW_ADOPTION, FIELD_MANAGER, IGNORE_SECRET_TAG, ITEM_VERSION, LEGACY_FINALIZER, MANAGED_BY_LABEL,
@@ -42,15 +45,35 @@ pub(crate) async fn apply(
     let frozen = item.has_tag(IGNORE_SECRET_TAG);
     let fingerprint = known::fingerprint(&built.secret);
     // A frozen Secret is judged by what it holds now, so it is always read.
-    let freshness = if frozen {
+    let mut freshness = if frozen {
         Freshness::Latest
     } else {
         ctx.known.freshness(&namespace, &name, fingerprint)
     };
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
+    // A Secret deleted by hand after a sync is put back: a repair, not a creation.
+    let synced_before = opi
+        .status
+        .as_ref()
+        .is_some_and(|s| s.item_version == Some(item.version));
+    if freshness == Freshness::NotOurs {
+        // None of ours by that name: most likely no Secret at all, so it is created without
+        // a read first. Only one that exists after all (somebody else's, or ours created so
+        // recently that the watch has not seen it) is read, and judged as below.
+        if synced_before && let Some(wait) = ctx.repairs.wait_before_repair(&namespace, &name, Instant::now()) {
+            return Ok((Write::RepairDelayed(wait), item.version));
+        }
+        if let Some(created) = create_secret(&secrets, &built.secret).await? {
+            ctx.known
+                .record(&namespace, &name, created.metadata.resource_version, fingerprint);
+            let write = if synced_before { Write::Repaired } else { Write::Created };
+            return Ok((write, item.version));
+        }
+        freshness = Freshness::Latest;
+    }
     let Some(read) = freshness.get_params() else {
         return Ok((Write::Unchanged, item.version));
     };
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
     let existing = match secrets.get_with(&name, &read).await {
         Ok(secret) => Some(secret),
         Err(kube::Error::Api(e)) if e.code == 404 => None,
@@ -72,12 +95,16 @@ pub(crate) async fn apply(
         }
         _ => {}
     }
-    // A Secret deleted by hand after a sync is put back: a repair, not a creation.
-    let synced_before = opi
-        .status
-        .as_ref()
-        .is_some_and(|s| s.item_version == Some(item.version));
-    let current = existing.as_ref().map(|s| (s, difference(s, &built.secret)));
+    let current = existing.as_ref().map(|s| {
+        let difference = match difference(s, &built.secret) {
+            // What we want changed since our last write (the resource's labels, say): not
+            // somebody else's change to undo.
+            Difference::Drift if ctx.known.desired_changed(&namespace, &name, fingerprint) => Difference::Spec,
+            difference => difference,
+        };
+        (s, difference)
+    });
+    let item_changed = current.is_some_and(|(_, d)| d == Difference::Item);
     let repair = match current {
         Some((_, difference)) => difference == Difference::Drift,
         None => synced_before,
@@ -100,7 +127,7 @@ pub(crate) async fn apply(
     }
     ctx.known
         .record(&namespace, &name, applied.resource_version, fingerprint);
-    if applied.write == Write::Updated {
+    if applied.write == Write::Updated && item_changed {
         // New item data: workloads that use the Secret may need a restart.
         ctx.restarter.secret_changed(ChangedSecret {
             namespace,
@@ -206,6 +233,7 @@ fn needs_write(existing: &Secret, desired: &Secret) -> bool {
         || !subset(&desired.metadata.labels, &existing.metadata.labels)
         || !subset(&desired.metadata.annotations, &existing.metadata.annotations)
         || owner_missing
+        || !dropped_metadata(existing, desired).is_empty()
 }
 
 /// How an existing Secret differs from the desired one; computed once per apply.
@@ -217,6 +245,9 @@ pub(crate) enum Difference {
     Type,
     /// Another item version: the item changed.
     Item,
+    /// Same item version, and what we want changed since our last write (the resource's
+    /// labels or annotations).
+    Spec,
     /// Same item version and type, yet different: a change made outside the operator, which
     /// writing `desired` would undo (a repair).
     Drift,
@@ -276,7 +307,19 @@ async fn apply_secret(
     match difference {
         Difference::Type => return recreate(api, existing, desired).await,
         Difference::None => return Ok(Applied::new(Write::Unchanged, existing)),
-        Difference::Item | Difference::Drift => {}
+        Difference::Item | Difference::Spec | Difference::Drift => {}
+    }
+    if !dropped_metadata(existing, desired).is_empty()
+        && let Some(fields) = folded_into_apply(existing)
+    {
+        // Our create's entry owns labels the apply must remove: make them the apply's.
+        let patch = serde_json::json!({ "metadata": {
+            "resourceVersion": existing.metadata.resource_version,
+            "managedFields": fields,
+        } });
+        api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map_err(Error::kube("take over the Secret's fields from its create"))?;
     }
     let mut written = api
         .patch(name, &params, &Patch::Apply(desired))
@@ -297,6 +340,19 @@ async fn apply_secret(
         Write::Updated
     };
     Ok(Applied::new(write, &written))
+}
+
+/// Creates the Secret with a plain create, which fails on an existing one: `None` then.
+async fn create_secret(api: &Api<Secret>, desired: &Secret) -> Result<Option<Secret>, Error> {
+    let params = PostParams {
+        field_manager: Some(FIELD_MANAGER.to_owned()),
+        ..PostParams::default()
+    };
+    match api.create(&params, desired).await {
+        Ok(created) => Ok(Some(created)),
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(None),
+        Err(e) => Err(write_error("create Secret", desired)(e)),
+    }
 }
 
 /// A 422 means the apiserver refuses this Secret (say `kubernetes.io/tls` without

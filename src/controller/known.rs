@@ -122,6 +122,14 @@ impl KnownSecrets {
         );
     }
 
+    /// Whether our last write of the Secret was of another desired Secret.
+    pub(crate) fn desired_changed(&self, namespace: &str, name: &str, desired: u64) -> bool {
+        let written = self.written.lock().expect("known secrets lock");
+        written
+            .get(&(namespace.to_owned(), name.to_owned()))
+            .is_some_and(|w| w.fingerprint != desired)
+    }
+
     pub(crate) fn forget(&self, namespace: &str, name: &str) {
         self.written
             .lock()

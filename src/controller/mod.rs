@@ -19,6 +19,7 @@ mod context;
 mod error;
 pub(crate) mod fetch;
 pub(crate) mod known;
+mod managed_fields;
 pub(crate) mod outcome;
 mod repairs;
 pub(crate) mod resolve;
