@@ -69,6 +69,29 @@ struct Sample {
     /// A plain client doing only the essential writes (create, Secret, status) for N.
     #[serde(default)]
     essential_seconds: f64,
+    /// A new operator process after the first one stopped, with nothing changed: until it
+    /// has reconciled every resource once.
+    #[serde(default)]
+    restart_seconds: f64,
+    #[serde(default)]
+    restart_connect_calls: f64,
+    /// Writes to Secrets and to OnePasswordItems (status) in that time.
+    #[serde(default)]
+    restart_secret_writes: f64,
+    #[serde(default)]
+    restart_item_writes: f64,
+}
+
+/// Writes (create, apply, patch, update, delete) to one resource kind between two snapshots.
+fn writes(before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64>, resource: &str) -> f64 {
+    after
+        .iter()
+        .filter(|(key, _)| {
+            key.split_once(' ')
+                .is_some_and(|(verb, r)| r == resource && ["POST", "APPLY", "PATCH", "PUT", "DELETE"].contains(&verb))
+        })
+        .map(|(key, value)| value - before.get(key).copied().unwrap_or(0.0))
+        .sum()
 }
 
 /// `apiserver_request_total` by verb and resource.
@@ -279,15 +302,24 @@ impl Operator {
         local_cluster::proc_cpu_seconds(self.child.id()).unwrap_or(0.0)
     }
 
-    async fn polls(&self) -> f64 {
+    /// The sum of a counter of `/metrics`, over its labels.
+    async fn counter(&self, name: &str) -> f64 {
         let Ok(response) = reqwest::get(&self.metrics).await else {
             return 0.0;
         };
         let text = response.text().await.unwrap_or_default();
         text.lines()
-            .filter(|l| l.starts_with("onepassword_operator_polls_total"))
+            .filter(|l| l.starts_with(name))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum()
+    }
+
+    async fn polls(&self) -> f64 {
+        self.counter("onepassword_operator_polls_total").await
+    }
+
+    async fn reconciles(&self) -> f64 {
+        self.counter("onepassword_operator_reconciles_total").await
     }
 
     async fn wait_polls(&self, more: f64) {
@@ -372,6 +404,38 @@ impl Expectations {
     }
 }
 
+/// Starts the operator on namespace `ns` and waits until it is up, as it would be in a cluster.
+async fn spawn_operator(kubeconfig: &Path, sim: &sim::RunningSimulator, ns: &str, n: usize) -> Operator {
+    let (metrics_port, probes_port) = (local_cluster::free_port().unwrap(), local_cluster::free_port().unwrap());
+    let operator = Operator {
+        child: operator_command()
+            .process_group(0)
+            .arg("run")
+            .env("KUBECONFIG", kubeconfig)
+            .env("OP_CONNECT_HOST", sim.url().as_str())
+            .env("OP_CONNECT_TOKEN", "op-token")
+            .env("WATCH_NAMESPACE", ns)
+            .env("POLLING_INTERVAL", POLLING_INTERVAL.as_secs().to_string())
+            .env("OP_CONCURRENCY", CONCURRENCY.to_string())
+            .env(
+                "LOG_LEVEL",
+                std::env::var("OPO_BENCH_OPERATOR_LOG_LEVEL").unwrap_or_else(|_| "warn".into()),
+            )
+            .env("METRICS_BIND_ADDRESS", format!("127.0.0.1:{metrics_port}"))
+            .env("HEALTH_PROBE_BIND_ADDRESS", format!("127.0.0.1:{probes_port}"))
+            .stdout(Stdio::null())
+            .stderr(operator_log(n))
+            .spawn()
+            .unwrap(),
+        metrics: format!("http://127.0.0.1:{metrics_port}/metrics"),
+    };
+    let readyz = format!("http://127.0.0.1:{probes_port}/readyz");
+    while !reqwest::get(&readyz).await.is_ok_and(|r| r.status().is_success()) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    operator
+}
+
 async fn run_size(cluster: &LocalCluster, kubeconfig: &Path, n: usize) -> Sample {
     let client = cluster.admin_client().unwrap();
     let sim = sim::start(
@@ -403,35 +467,7 @@ async fn run_size(cluster: &LocalCluster, kubeconfig: &Path, n: usize) -> Sample
     let ns = format!("bench-{n}");
     namespace(&client, &ns).await;
     warm_up(&client, &ns).await;
-    let (metrics_port, probes_port) = (local_cluster::free_port().unwrap(), local_cluster::free_port().unwrap());
-    let operator = Operator {
-        child: operator_command()
-            .process_group(0)
-            .arg("run")
-            .env("KUBECONFIG", kubeconfig)
-            .env("OP_CONNECT_HOST", sim.url().as_str())
-            .env("OP_CONNECT_TOKEN", "op-token")
-            .env("WATCH_NAMESPACE", &ns)
-            .env("POLLING_INTERVAL", POLLING_INTERVAL.as_secs().to_string())
-            .env("OP_CONCURRENCY", CONCURRENCY.to_string())
-            .env(
-                "LOG_LEVEL",
-                std::env::var("OPO_BENCH_OPERATOR_LOG_LEVEL").unwrap_or_else(|_| "warn".into()),
-            )
-            .env("METRICS_BIND_ADDRESS", format!("127.0.0.1:{metrics_port}"))
-            .env("HEALTH_PROBE_BIND_ADDRESS", format!("127.0.0.1:{probes_port}"))
-            .stdout(Stdio::null())
-            .stderr(operator_log(n))
-            .spawn()
-            .unwrap(),
-        metrics: format!("http://127.0.0.1:{metrics_port}/metrics"),
-    };
-
-    // The clock starts once the operator is up, as it would be in a cluster.
-    let readyz = format!("http://127.0.0.1:{probes_port}/readyz");
-    while !reqwest::get(&readyz).await.is_ok_and(|r| r.status().is_success()) {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let operator = spawn_operator(kubeconfig, &sim, &ns, n).await;
 
     // Count Ready resources with a watch, as a user's tooling would.
     let items: Api<OnePasswordItem> = Api::namespaced(client.clone(), &ns);
@@ -548,6 +584,26 @@ async fn run_size(cluster: &LocalCluster, kubeconfig: &Path, n: usize) -> Sample
     }
     let mut drift = expectations.latencies(CHANGES).await;
     watch_secrets.abort();
+    let peak_rss_mib = operator.peak_rss_kib() / 1024.0;
+
+    // A restart with nothing changed, as in a rolling upgrade: the first process ends, a new
+    // one starts, and the clock runs until it has reconciled every resource once.
+    drop(operator);
+    let before_restart = apiserver_requests(&client).await;
+    sim.admin().reset_stats().await.unwrap();
+    let restart_started = Instant::now();
+    let restarted = spawn_operator(kubeconfig, &sim, &ns, n).await;
+    while restarted.reconciles().await < n as f64 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let restart = restart_started.elapsed();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after_restart = apiserver_requests(&client).await;
+    let restart_connect_calls = sim.admin().stats().await.unwrap().total as f64;
+    drop(restarted);
+    eprintln!(
+        "  N={n}: a restart reconciled {n} resources in {restart:.1?} with {restart_connect_calls} Connect calls"
+    );
 
     let sample = Sample {
         resources: n,
@@ -560,12 +616,16 @@ async fn run_size(cluster: &LocalCluster, kubeconfig: &Path, n: usize) -> Sample
         propagation_p95_ms: percentile(&mut propagation, 0.95),
         drift_p50_ms: percentile(&mut drift, 0.5),
         drift_p95_ms: percentile(&mut drift, 0.95),
-        peak_rss_mib: operator.peak_rss_kib() / 1024.0,
+        peak_rss_mib,
         create_seconds: created.as_secs_f64(),
         create_only_seconds: create_only.as_secs_f64(),
         create_only_cpu_ms_per_resource: create_only_cpu,
         sync_connect_calls_per_resource: sync_connect_calls,
         essential_seconds: essential.as_secs_f64(),
+        restart_seconds: restart.as_secs_f64(),
+        restart_connect_calls,
+        restart_secret_writes: writes(&before_restart, &after_restart, "secrets"),
+        restart_item_writes: writes(&before_restart, &after_restart, "onepassworditems"),
         sync_cpu_ms_per_resource: sync_cpu,
         limit_cpu_ms_per_resource: limit_cpu,
         sync_requests_per_resource: sync_requests,
@@ -628,6 +688,17 @@ fn markdown(samples: &[Sample]) -> String {
             s.drift_p50_ms,
             s.drift_p95_ms,
             s.peak_rss_mib
+        );
+    }
+    let _ = writeln!(
+        md,
+        "\nA restart with nothing changed (a rolling upgrade): a new operator process, until it has reconciled every resource once; Connect calls counted by the simulator, writes by the apiserver. Goal: one listing per vault (plus one vault read each, the first poll), no write.\n\n| N | restart: every resource reconciled (s) | Connect calls | Secret writes | OnePasswordItem writes |\n|---|---|---|---|---|"
+    );
+    for s in samples {
+        let _ = writeln!(
+            md,
+            "| {} | {:.2} | {:.0} | {:.0} | {:.0} |",
+            s.resources, s.restart_seconds, s.restart_connect_calls, s.restart_secret_writes, s.restart_item_writes
         );
     }
     md.push_str("\n![initial sync time and peak memory against N](benchmarks.png)\n");
