@@ -21,6 +21,9 @@ pub const ITEM_PATH: &str = "operator.1password.io/item-path";
 pub const ITEM_NAME: &str = "operator.1password.io/item-name";
 /// On a Secret: the item `version` it holds, as a decimal string.
 pub const ITEM_VERSION: &str = "operator.1password.io/item-version";
+/// On a Secret: our keyed digest of its data ([`crate::controller::DigestKey`]), so that a
+/// restarted operator trusts it without reading the item again.
+pub const DATA_DIGEST: &str = "operator.1password.io/data-digest";
 /// `"true"`/`"false"` on a OnePasswordItem (copied to its Secret), Secret, workload or Namespace.
 pub const AUTO_RESTART: &str = "operator.1password.io/auto-restart";
 /// Written on a restarted workload's pod template.

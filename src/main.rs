@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::{ArgAction, Args, Parser, Subcommand};
 use onepassword_operator::cli::ConnectArgs;
 use onepassword_operator::connect::ConnectClient;
-use onepassword_operator::controller::{Context, MappingOptions, Settings};
+use onepassword_operator::controller::{Context, MappingOptions, Settings, load_or_create_key};
 use onepassword_operator::metrics::Metrics;
 use onepassword_operator::telemetry::{self, LogFormat};
 use onepassword_operator::{server, wiring};
@@ -94,7 +94,7 @@ struct RunArgs {
     /// Elect a leader through a Lease, so that only one of several replicas writes.
     #[arg(long, env = "LEADER_ELECT", action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true", default_value_t = false)]
     leader_elect: bool,
-    /// Namespace of the leader Lease (the operator's own namespace in a cluster).
+    /// The operator's own namespace: where the leader Lease and the digest key Secret are.
     #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
     leader_election_namespace: String,
     /// Name of the leader Lease.
@@ -103,6 +103,11 @@ struct RunArgs {
     /// Seconds a leader holds the Lease without renewing it; the longest failover after a crash.
     #[arg(long, env = "LEADER_ELECTION_LEASE_DURATION", default_value_t = 15, value_parser = clap::value_parser!(u64).range(2..))]
     leader_election_lease_duration: u64,
+    /// Secret in the operator's namespace (POD_NAMESPACE) that keeps the key of the digests
+    /// written on Secrets, made on the first start. With it, a restart reads from Connect only
+    /// the items that changed; empty turns digests off.
+    #[arg(long, env = "DIGEST_KEY_SECRET", default_value = "onepassword-operator-digest-key")]
+    digest_key_secret: String,
     /// This replica's identity in the Lease (the pod name in a cluster).
     #[arg(long, env = "POD_NAME")]
     pod_name: Option<String>,
@@ -170,6 +175,17 @@ async fn run(args: RunArgs) -> Result<(), String> {
         .map(|n| n.trim().to_owned())
         .filter(|n| !n.is_empty())
         .collect();
+    let digest_key = if args.digest_key_secret.is_empty() {
+        None
+    } else {
+        match load_or_create_key(&client, &args.leader_election_namespace, &args.digest_key_secret).await {
+            Ok(key) => Some(key),
+            Err(message) => {
+                tracing::warn!(error = %message, "no digest key: after a restart, every item is read from Connect again");
+                None
+            }
+        }
+    };
     let settings = Settings {
         namespaces,
         polling_interval: Duration::from_secs(args.polling_interval),
@@ -180,6 +196,7 @@ async fn run(args: RunArgs) -> Result<(), String> {
         auto_restart: args.auto_restart,
         annotated_workloads: args.annotated_workloads,
         copy_annotations: args.enable_annotations,
+        digest_key,
         ..Settings::default()
     };
     tracing::info!(namespaces = ?settings.namespaces, interval = ?settings.polling_interval, "starting the OnePasswordItem controller");

@@ -189,6 +189,7 @@ impl Poller {
             self.after_a_token_change();
             let started = Instant::now();
             let report = self.poll_once().await;
+            self.ctx.directory.polled();
             self.ctx.metrics.polled(report.failed == 0, started.elapsed());
             if report.triggered > 0 || report.failed > 0 {
                 debug!(?report, "poll");

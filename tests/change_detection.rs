@@ -3,10 +3,12 @@
 
 mod support;
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
-use kube::api::ListParams;
+use kube::ResourceExt;
+use kube::api::{ListParams, Patch, PatchParams};
 use onepassword_operator::connect::Filter;
 use onepassword_operator::connect::models::PatchOp;
 use onepassword_operator::server;
@@ -377,5 +379,78 @@ async fn the_initial_sync_costs_one_call_per_item_and_one_listing_per_vault_by_t
             calls, expected,
             "{n} resources in {vaults} vaults (by id: {by_id}): one read per item, one listing per vault, one of the vaults"
         );
+    }
+}
+
+/// Each Secret's and each resource's `resourceVersion`, by name.
+async fn versions(h: &Harness) -> BTreeMap<String, (String, String)> {
+    let secrets = h.secrets().list(&ListParams::default()).await.unwrap().items;
+    let items = h.items().list(&ListParams::default()).await.unwrap().items;
+    items
+        .iter()
+        .map(|o| {
+            let name = o.name_any();
+            let secret = secrets.iter().find(|s| s.name_any() == name).unwrap();
+            (
+                name,
+                (secret.resource_version().unwrap(), o.resource_version().unwrap()),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_restart_reads_only_the_changed_items_and_writes_only_what_changed() {
+    let (vaults, n) = (2, 20);
+    // No poll but the first one of each operator.
+    let Some(mut h) = start("restart", vaults, n, Duration::from_secs(3600)).await else {
+        return;
+    };
+    let before = versions(&h).await;
+    h.stop_operator().await;
+
+    // While the operator is down, an item changes and a Secret is edited by hand.
+    h.set_field("item-2", "password", "s3cr3t-2-v2").await;
+    let edit = json!({ "data": { "password": "aGFuZC1lZGl0" } });
+    h.secrets()
+        .patch("item-4", &PatchParams::default(), &Patch::Merge(&edit))
+        .await
+        .unwrap();
+    h.admin().reset_stats().await.unwrap();
+    h.start_operator();
+
+    h.secret_where("item-2", Duration::from_secs(20), |s| {
+        value(s, "password").as_deref() == Some("s3cr3t-2-v2")
+    })
+    .await;
+    h.secret_where("item-4", Duration::from_secs(20), |s| {
+        value(s, "password").as_deref() == Some("s3cr3t-4-v1")
+    })
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while h.ctx.metrics().reconcile_count("ok") < n as u64 {
+        assert!(Instant::now() < deadline, "not every resource was reconciled");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let calls: BTreeMap<String, u64> = h.admin().stats().await.unwrap().requests.into_iter().collect();
+    assert_eq!(
+        calls,
+        BTreeMap::from([
+            ("get_item".to_string(), 2),
+            ("get_vault".to_string(), vaults as u64),
+            ("list_items".to_string(), vaults as u64),
+        ]),
+        "the first poll, then the changed item and the edited Secret's item only"
+    );
+    let after = versions(&h).await;
+    for (name, (secret, resource)) in &before {
+        if name == "item-2" || name == "item-4" {
+            assert_ne!(&after[name].0, secret, "{name} was written");
+            continue;
+        }
+        assert_eq!(&after[name].0, secret, "the Secret {name} was not written");
+        assert_eq!(&after[name].1, resource, "the status of {name} was not written");
     }
 }

@@ -169,6 +169,7 @@ fn default_values_render_a_hardened_least_privilege_operator() {
         "ANNOTATED_WORKLOADS",
         "LEADER_ELECT",
         "POD_NAMESPACE",
+        "DIGEST_KEY_SECRET",
     ] {
         assert!(env.contains(&expected), "{expected} in {env:?}");
     }
@@ -207,6 +208,12 @@ fn default_values_render_a_hardened_least_privilege_operator() {
         "{resources:?}"
     );
     assert!(find(&docs, "Role", "op-onepassword-operator-leader-election").is_some());
+    let key_role = find(&docs, "Role", "op-onepassword-operator-digest-key").expect("the digest key's Role");
+    assert_eq!(
+        key_role["rules"][0]["resourceNames"],
+        json!(["onepassword-operator-digest-key"]),
+        "the key Secret is read by name only"
+    );
     assert!(find(&docs, "Service", "op-onepassword-operator-metrics").is_some());
     assert_eq!(
         kinds(&docs)
@@ -487,6 +494,16 @@ async fn install_upgrade_and_run_as_the_charts_service_account() {
         },
     )
     .await;
+    let key = Api::<Secret>::namespaced(admin.clone(), &release_ns)
+        .get("onepassword-operator-digest-key")
+        .await
+        .expect("the operator made its digest key Secret under the chart's RBAC");
+    assert_eq!(key.data.unwrap()["key"].0.len(), 32);
+    let db = secrets.get("db").await.unwrap();
+    assert!(
+        db.annotations()["operator.1password.io/data-digest"].starts_with("hmac-sha256:"),
+        "the synced Secret carries its digest"
+    );
     assert!(
         synced.1.contains("Secret db holds item version 1"),
         "{synced:?}\n{}",
@@ -544,7 +561,7 @@ async fn install_upgrade_and_run_as_the_charts_service_account() {
             .as_ref()
             .is_some_and(|r| r.contains(&"secrets".to_string()))
         {
-            rule.verbs.retain(|v| v != "patch");
+            rule.verbs.retain(|v| v != "create");
         }
     }
     roles
@@ -573,7 +590,7 @@ async fn install_upgrade_and_run_as_the_charts_service_account() {
     )
     .await;
     assert!(
-        failed.1.contains("forbidden") && failed.1.contains("cannot patch resource \"secrets\""),
+        failed.1.contains("forbidden") && failed.1.contains("cannot create resource \"secrets\""),
         "{failed:?}"
     );
     assert!(secrets.get_opt("api").await.unwrap().is_none());

@@ -25,7 +25,7 @@ use super::known::{self, Freshness};
 use super::managed_fields::{dropped_metadata, folded_into_apply};
 use super::outcome::Write;
 use crate::annotations::{
-    ALLOW_ADOPTION, FIELD_MANAGER, IGNORE_SECRET_TAG, ITEM_VERSION, LEGACY_FINALIZER, MANAGED_BY_LABEL,
+    ALLOW_ADOPTION, DATA_DIGEST, FIELD_MANAGER, IGNORE_SECRET_TAG, ITEM_VERSION, LEGACY_FINALIZER, MANAGED_BY_LABEL,
     MANAGED_BY_VALUE,
 };
 use crate::crd::{KIND, OnePasswordItem};
@@ -211,7 +211,7 @@ pub(crate) fn extra_keys(existing: &Secret, desired: &Secret) -> Vec<String> {
 }
 
 /// Whether the existing Secret differs from the desired one in anything we set.
-fn needs_write(existing: &Secret, desired: &Secret) -> bool {
+pub(crate) fn needs_write(existing: &Secret, desired: &Secret) -> bool {
     let empty = Default::default();
     let data_differs = existing.data.as_ref().unwrap_or(&empty) != desired.data.as_ref().unwrap_or(&empty);
     let subset = |want: &Option<std::collections::BTreeMap<String, String>>,
@@ -248,6 +248,8 @@ pub(crate) enum Difference {
     /// Same item version, and what we want changed since our last write (the resource's
     /// labels or annotations).
     Spec,
+    /// Only the digest differs: one written before digests, or with another key.
+    Seal,
     /// Same item version and type, yet different: a change made outside the operator, which
     /// writing `desired` would undo (a repair).
     Drift,
@@ -266,10 +268,25 @@ pub(crate) fn difference(existing: &Secret, desired: &Secret) -> Difference {
     } else if !needs_write(existing, desired) {
         Difference::None
     } else if version(existing) == version(desired) {
-        Difference::Drift
+        if !needs_write(existing, &with_digest_of(desired, existing)) {
+            Difference::Seal
+        } else {
+            Difference::Drift
+        }
     } else {
         Difference::Item
     }
+}
+
+/// `desired` with the digest `existing` has, or none if it has none.
+pub(crate) fn with_digest_of(desired: &Secret, existing: &Secret) -> Secret {
+    let mut secret = desired.clone();
+    let annotations = secret.metadata.annotations.get_or_insert_default();
+    match existing.annotations().get(DATA_DIGEST) {
+        Some(digest) => annotations.insert(DATA_DIGEST.to_owned(), digest.clone()),
+        None => annotations.remove(DATA_DIGEST),
+    };
+    secret
 }
 
 /// What an apply did, and the `resourceVersion` the Secret has afterwards.
@@ -307,7 +324,7 @@ async fn apply_secret(
     match difference {
         Difference::Type => return recreate(api, existing, desired).await,
         Difference::None => return Ok(Applied::new(Write::Unchanged, existing)),
-        Difference::Item | Difference::Spec | Difference::Drift => {}
+        Difference::Item | Difference::Spec | Difference::Drift | Difference::Seal => {}
     }
     if !dropped_metadata(existing, desired).is_empty()
         && let Some(fields) = folded_into_apply(existing)
@@ -334,10 +351,10 @@ async fn apply_secret(
             .await
             .map_err(Error::kube("remove extra keys from Secret"))?;
     }
-    let write = if difference == Difference::Drift {
-        Write::Repaired
-    } else {
-        Write::Updated
+    let write = match difference {
+        Difference::Drift => Write::Repaired,
+        Difference::Seal => Write::Sealed,
+        _ => Write::Updated,
     };
     Ok(Applied::new(write, &written))
 }
@@ -540,6 +557,28 @@ mod tests {
         let mut empty_type = desired.clone();
         empty_type.type_ = None;
         assert!(!needs_write(&empty_type, &desired), "no type means Opaque");
+    }
+
+    #[test]
+    fn a_missing_or_foreign_digest_alone_is_a_seal_not_drift() {
+        let with_digest = |secret: &mut Secret, digest: &str| {
+            secret
+                .metadata
+                .annotations
+                .get_or_insert_default()
+                .insert(DATA_DIGEST.into(), digest.into());
+        };
+        let mut desired = secret(&[("password", "pw")], vec![owner("u", "db")]);
+        with_digest(&mut desired, "hmac-sha256:new");
+        let before_digests = secret(&[("password", "pw")], vec![owner("u", "db")]);
+        assert_eq!(difference(&before_digests, &desired), Difference::Seal);
+        let mut other_key = before_digests.clone();
+        with_digest(&mut other_key, "hmac-sha256:old");
+        assert_eq!(difference(&other_key, &desired), Difference::Seal);
+        let mut edited = secret(&[("password", "hacked")], vec![owner("u", "db")]);
+        with_digest(&mut edited, "hmac-sha256:old");
+        assert_eq!(difference(&edited, &desired), Difference::Drift);
+        assert_eq!(difference(&desired.clone(), &desired), Difference::None);
     }
 
     #[test]

@@ -10,6 +10,7 @@ use kube::Resource;
 use kube::runtime::reflector::ObjectRef;
 
 use super::build::MappingOptions;
+use super::digest::DigestKey;
 use super::fetch::ItemCache;
 use super::known::KnownSecrets;
 use super::outcome::ConnectFailure;
@@ -42,6 +43,9 @@ pub struct Settings {
     /// Copy each OnePasswordItem's own annotations onto its Secret: what Go's
     /// `--enable-annotations` means.
     pub copy_annotations: bool,
+    /// Key of the digests written on Secrets; without one, a restarted operator reads every
+    /// item from Connect again.
+    pub digest_key: Option<DigestKey>,
 }
 
 impl Default for Settings {
@@ -55,6 +59,7 @@ impl Default for Settings {
             auto_restart: false,
             annotated_workloads: true,
             copy_annotations: false,
+            digest_key: None,
         }
     }
 }

@@ -16,6 +16,7 @@
 pub(crate) mod apply;
 pub(crate) mod build;
 mod context;
+mod digest;
 mod error;
 pub(crate) mod fetch;
 pub(crate) mod known;
@@ -24,6 +25,7 @@ pub(crate) mod outcome;
 mod repairs;
 pub(crate) mod resolve;
 pub(crate) mod status;
+mod trust;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -38,6 +40,7 @@ use tracing::{info, instrument, warn};
 
 pub use build::MappingOptions;
 pub use context::{Context, Settings};
+pub use digest::{DigestKey, load_or_create_key};
 pub(crate) use error::Error;
 
 use crate::crd::OnePasswordItem;
@@ -60,6 +63,12 @@ pub(crate) async fn reconcile(opi: Arc<OnePasswordItem>, ctx: Arc<Context>) -> R
         return Ok(Action::await_change());
     }
 
+    if trust::trusted(&ctx, &opi).await {
+        // Restarted with the Secret as we left it and the item unchanged: nothing to do.
+        ctx.metrics.reconciled("ok", started.elapsed());
+        ctx.succeeded(&opi);
+        return Ok(Action::requeue(ctx.settings.resync_interval));
+    }
     let outcome = sync(&opi, &ctx).await;
     let now = Time(jiff::Timestamp::now());
     let next = status::next_status(opi.status.as_ref(), opi.metadata.generation, &outcome, &now);
@@ -125,7 +134,7 @@ async fn sync(opi: &OnePasswordItem, ctx: &Context) -> Result<Synced, Error> {
     let path = ItemRef::parse(&opi.spec.item_path)?;
     let fetched = fetch::fetch(ctx, opi, &path).await?;
     let target = SecretTarget::for_item(opi, ctx.settings.copy_annotations);
-    let built = build_secret(
+    let mut built = build_secret(
         &target,
         &fetched.key.vault_id,
         &fetched.cached.item,
@@ -133,6 +142,9 @@ async fn sync(opi: &OnePasswordItem, ctx: &Context) -> Result<Synced, Error> {
         ctx.settings.mapping,
     )
     .map_err(|source| Error::SecretTooLarge { source })?;
+    if let Some(key) = &ctx.settings.digest_key {
+        digest::seal(&mut built.secret, key, ctx.settings.mapping);
+    }
     let (write, item_version) = apply::apply(ctx, opi, &built, &fetched.cached.item).await?;
     let repair_event = (write == Write::Repaired)
         .then(|| ctx.repairs.repaired(&target.namespace, &target.name, Instant::now()))

@@ -14,6 +14,8 @@ pub(crate) enum Write {
     Repaired,
     /// The Secret type changed, which Kubernetes only allows by deleting and creating.
     Recreated,
+    /// Only the digest was missing or made with another key: written, without an Event.
+    Sealed,
     Unchanged,
     /// The item has the ignore tag: the Secret was left as it is.
     Frozen,
@@ -23,7 +25,10 @@ pub(crate) enum Write {
 
 impl Write {
     pub(crate) fn wrote(self) -> bool {
-        matches!(self, Self::Created | Self::Updated | Self::Repaired | Self::Recreated)
+        matches!(
+            self,
+            Self::Created | Self::Updated | Self::Repaired | Self::Recreated | Self::Sealed
+        )
     }
 }
 

@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::Context;
 use super::error::Error;
@@ -76,11 +76,27 @@ struct Listing {
 type Slot = Arc<tokio::sync::Mutex<Option<Listing>>>;
 
 /// Vault and item listings shared by every resolution; concurrent lookups wait for one call.
-#[derive(Default)]
+/// It also keeps the item versions of the poller's last listing of each referenced vault,
+/// which a restarted operator checks its Secrets against ([`super::trust`]).
 pub(crate) struct Directory {
     vaults: Slot,
     /// Vault id → the listing of its items.
     items: Mutex<HashMap<String, Slot>>,
+    /// Vault id → item id → version, as the poller last listed them.
+    versions: Mutex<HashMap<String, Arc<HashMap<String, u64>>>>,
+    /// True once the poller's first round is over.
+    polled: tokio::sync::watch::Sender<bool>,
+}
+
+impl Default for Directory {
+    fn default() -> Self {
+        Self {
+            vaults: Slot::default(),
+            items: Mutex::default(),
+            versions: Mutex::default(),
+            polled: tokio::sync::watch::Sender::new(false),
+        }
+    }
 }
 
 impl Directory {
@@ -157,8 +173,14 @@ impl Directory {
         self.items.lock().expect("directory lock").remove(vault_id);
     }
 
-    /// Takes a listing the poller made anyway, for a vault whose titles are in use.
+    /// Takes a listing the poller made anyway: its versions, and its titles for a vault
+    /// whose titles are in use.
     pub(crate) async fn listed_items(&self, vault_id: &str, items: &[ItemSummary], asked: Instant) {
+        let versions = items.iter().map(|i| (i.id.clone(), i.version)).collect();
+        self.versions
+            .lock()
+            .expect("directory lock")
+            .insert(vault_id.to_owned(), Arc::new(versions));
         let slot = self.items.lock().expect("directory lock").get(vault_id).cloned();
         if let Some(slot) = slot {
             *slot.lock().await = Some(Listing {
@@ -174,6 +196,24 @@ impl Directory {
             .lock()
             .expect("directory lock")
             .retain(|vault, _| keep(vault));
+        self.versions
+            .lock()
+            .expect("directory lock")
+            .retain(|vault, _| keep(vault));
+    }
+
+    /// Called by the poller after each round.
+    pub(crate) fn polled(&self) {
+        self.polled.send_if_modified(|done| !std::mem::replace(done, true));
+    }
+
+    /// The item's version in the poller's last listing of its vault, waiting up to `wait`
+    /// for the poller's first round. `None`: not listed (yet), or not in the vault.
+    pub(crate) async fn listed_version(&self, vault_id: &str, item_id: &str, wait: Duration) -> Option<u64> {
+        let mut polled = self.polled.subscribe();
+        let _ = tokio::time::timeout(wait, polled.wait_for(|done| *done)).await;
+        let versions = self.versions.lock().expect("directory lock");
+        versions.get(vault_id)?.get(item_id).copied()
     }
 }
 

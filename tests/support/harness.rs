@@ -11,7 +11,7 @@ use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ListParams, PostParams};
 use onepassword_operator::connect::models::PatchOp;
 use onepassword_operator::connect::{ConnectClient, ConnectConfig, Filter, RetryPolicy};
-use onepassword_operator::controller::{Context, Settings};
+use onepassword_operator::controller::{Context, DigestKey, Settings};
 use onepassword_operator::crd::{ItemCondition, OnePasswordItem, OnePasswordItemSpec};
 use onepassword_operator::metrics::Metrics;
 use onepassword_operator::wiring;
@@ -29,6 +29,8 @@ pub struct Harness {
     pub vault_id: String,
     /// The file the operator reads its Connect token from (`op-token`), as in a pod.
     pub token_file: std::path::PathBuf,
+    settings: Settings,
+    connect_config: ConnectConfig,
     task: tokio::task::JoinHandle<()>,
     _token_dir: tempfile::TempDir,
 }
@@ -96,14 +98,16 @@ pub async fn harness_with(
     let mut op_config = ConnectConfig::new(sim.url(), SecretString::from("op-token"));
     op_config.token_file = Some(token_file.clone());
     op_config.retry = retry;
-    let connect = ConnectClient::with_metrics(op_config, metrics.connect.clone()).unwrap();
     let mut settings = Settings {
         namespaces: vec![ns.clone()],
         polling_interval,
+        digest_key: Some(DigestKey::new(&DigestKey::generate_bytes()).unwrap()),
         ..Settings::default()
     };
     tweak(&mut settings);
-    let ctx = Arc::new(Context::new(kube.clone(), connect, settings, metrics));
+    let connect_config = op_config.clone();
+    let connect = ConnectClient::with_metrics(op_config, metrics.connect.clone()).unwrap();
+    let ctx = Arc::new(Context::new(kube.clone(), connect, settings.clone(), metrics));
     let task = tokio::spawn(wiring::run(ctx.clone()));
     let writer = connect_client(&sim, "writer-token", RetryPolicy::none());
     // The first vault of the data: where `item_id` and `set_field` look.
@@ -116,12 +120,29 @@ pub async fn harness_with(
         ctx,
         vault_id,
         token_file,
+        settings,
+        connect_config,
         task,
         _token_dir: token_dir,
     })
 }
 
 impl Harness {
+    /// Stops the operator, as when its pod goes away.
+    pub async fn stop_operator(&mut self) {
+        self.task.abort();
+        let _ = (&mut self.task).await;
+    }
+
+    /// Starts a new operator with the same settings and digest key and nothing in memory,
+    /// as a new pod would.
+    pub fn start_operator(&mut self) {
+        let metrics = Arc::new(Metrics::default());
+        let connect = ConnectClient::with_metrics(self.connect_config.clone(), metrics.connect.clone()).unwrap();
+        self.ctx = Arc::new(Context::new(self.kube.clone(), connect, self.settings.clone(), metrics));
+        self.task = tokio::spawn(wiring::run(self.ctx.clone()));
+    }
+
     pub fn items(&self) -> Api<OnePasswordItem> {
         Api::namespaced(self.kube.clone(), &self.ns)
     }
