@@ -322,8 +322,7 @@ impl Poller {
                         match connect.list_item_summaries(&vault_id, None).await {
                             Ok(items) => {
                                 // The titles new resources are resolved with stay current.
-                                ctx.directory.listed_items(&vault_id, &items, asked).await;
-                                Some(items.into_iter().map(|i| (i.id, i.version)).collect::<HashMap<_, _>>())
+                                Some(ctx.directory.listed_items(&vault_id, &items, asked).await)
                             }
                             Err(err) => return Err((vault_id, err)),
                         }

@@ -4,9 +4,9 @@
 //! ([`super::known`]); one the watch does not know is created with a plain create, and read
 //! only if that finds it there. A Secret is written only when it differs from the desired
 //! one, so a steady state costs no write. Labels and annotations that the resource no longer
-//! asks for are taken away, but only those we set ([`super::managed_fields`]). Server-side apply (one field manager, forced) sets what we own; keys somebody
-//! added by hand belong to their manager and survive an apply, so they are removed with a
-//! second patch. A Secret's type cannot change in place: it is deleted (with uid and
+//! asks for are taken away, but only those we set ([`super::managed_fields`]). Server-side
+//! apply (one field manager, forced) sets what we own; keys somebody added by hand belong to
+//! their manager and survive an apply, so they are removed with a second patch. A Secret's type cannot change in place: it is deleted (with uid and
 //! resourceVersion preconditions) and created again, but only after a server-side dry run
 //! has shown that the apiserver accepts the new Secret, and the old one is put back if the
 //! create fails all the same: a type change never leaves the workload without its Secret.
@@ -56,12 +56,18 @@ pub(crate) async fn apply(
         .status
         .as_ref()
         .is_some_and(|s| s.item_version == Some(item.version));
+    // Something keeps changing the Secret: the repair waits.
+    let delayed_repair = |repair: bool| {
+        let wait = repair.then(|| ctx.repairs.wait_before_repair(&namespace, &name, Instant::now()))??;
+        ctx.known.forget(&namespace, &name);
+        Some((Write::RepairDelayed(wait), item.version))
+    };
     if freshness == Freshness::NotOurs {
         // None of ours by that name: most likely no Secret at all, so it is created without
         // a read first. Only one that exists after all (somebody else's, or ours created so
         // recently that the watch has not seen it) is read, and judged as below.
-        if synced_before && let Some(wait) = ctx.repairs.wait_before_repair(&namespace, &name, Instant::now()) {
-            return Ok((Write::RepairDelayed(wait), item.version));
+        if let Some(delayed) = delayed_repair(synced_before) {
+            return Ok(delayed);
         }
         if let Some(created) = create_secret(&secrets, &built.secret).await? {
             ctx.known
@@ -109,9 +115,8 @@ pub(crate) async fn apply(
         Some((_, difference)) => difference == Difference::Drift,
         None => synced_before,
     };
-    if repair && let Some(wait) = ctx.repairs.wait_before_repair(&namespace, &name, Instant::now()) {
-        ctx.known.forget(&namespace, &name);
-        return Ok((Write::RepairDelayed(wait), item.version));
+    if let Some(delayed) = delayed_repair(repair) {
+        return Ok(delayed);
     }
     let applied = apply_secret(&secrets, current, &built.secret).await?;
     if let Some(existing) = &existing

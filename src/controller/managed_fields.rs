@@ -55,9 +55,12 @@ pub(crate) fn dropped_metadata(existing: &Secret, desired: &Secret) -> Vec<Strin
             for key in owned_keys(entry, field) {
                 let present = has.is_some_and(|h| h.contains_key(key));
                 let wanted = wants.is_some_and(|w| w.contains_key(key));
-                let named = format!("{field}/{key}");
-                if present && !wanted && !dropped.contains(&named) {
-                    dropped.push(named);
+                if present && !wanted {
+                    // Named only when dropped: this runs on every comparison.
+                    let named = format!("{field}/{key}");
+                    if !dropped.contains(&named) {
+                        dropped.push(named);
+                    }
                 }
             }
         }

@@ -174,13 +174,18 @@ impl Directory {
     }
 
     /// Takes a listing the poller made anyway: its versions, and its titles for a vault
-    /// whose titles are in use.
-    pub(crate) async fn listed_items(&self, vault_id: &str, items: &[ItemSummary], asked: Instant) {
-        let versions = items.iter().map(|i| (i.id.clone(), i.version)).collect();
+    /// whose titles are in use. Returns the versions, item id → version.
+    pub(crate) async fn listed_items(
+        &self,
+        vault_id: &str,
+        items: &[ItemSummary],
+        asked: Instant,
+    ) -> Arc<HashMap<String, u64>> {
+        let versions: Arc<HashMap<String, u64>> = Arc::new(items.iter().map(|i| (i.id.clone(), i.version)).collect());
         self.versions
             .lock()
             .expect("directory lock")
-            .insert(vault_id.to_owned(), Arc::new(versions));
+            .insert(vault_id.to_owned(), versions.clone());
         let slot = self.items.lock().expect("directory lock").get(vault_id).cloned();
         if let Some(slot) = slot {
             *slot.lock().await = Some(Listing {
@@ -188,6 +193,7 @@ impl Directory {
                 index: TitleIndex::of_items(items),
             });
         }
+        versions
     }
 
     /// Keeps the item listings of the vaults `keep` says are still referenced.
