@@ -188,12 +188,7 @@ async fn reconcile<K: WorkloadKind>(workload: Arc<K>, wctx: Arc<WorkloadContext>
             // No blockOwnerDeletion: with the OwnerReferencesPermissionEnforcement admission
             // plugin it would need `update` on the workload kind's finalizers.
             let owner: OwnerReference = workload.controller_owner_ref(&()).expect("stored objects have a uid");
-            let mut opi = OnePasswordItem::new(
-                &secret_name,
-                OnePasswordItemSpec {
-                    item_path: item_path.clone(),
-                },
-            );
+            let mut opi = OnePasswordItem::new(&secret_name, OnePasswordItemSpec::item(item_path.clone()));
             opi.metadata = ObjectMeta {
                 name: Some(secret_name.clone()),
                 namespace: Some(namespace.clone()),

@@ -6,6 +6,7 @@
 //! assembled from schemars schemas with the same structural-schema rules kube uses.
 
 use std::borrow::Cow;
+use std::collections::BTreeMap;
 
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
@@ -46,14 +47,181 @@ pub fn parse_item_path(path: &str) -> Option<(&str, &str)> {
 /// What a `OnePasswordItem` asks for.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "has(self.itemPath) || (has(self.items) && self.items.size() > 0)",
+        "message": "itemPath, or at least one entry of items, is required"
+    },
+    {
+        "rule": "has(self.itemPath) || !has(self.fields)",
+        "message": "fields select from the item at itemPath; without itemPath, give each entry of items its own fields"
+    },
+    {
+        "rule": "!has(self.fields) || !has(self.template) || !has(self.template.data) || self.fields.all(f, !(f.key in self.template.data))",
+        "message": "a key cannot come from both fields and template.data"
+    }
+]))]
 pub struct OnePasswordItemSpec {
-    /// The item to sync: `vaults/<vault id or title>/items/<item id or title>`.
+    /// The item to sync: `vaults/<vault id or title>/items/<item id or title>`. Optional when
+    /// `items` names at least one item.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     #[schemars(length(min = 1, max = 1024))]
     #[schemars(extend("x-kubernetes-validations" = [{
         "rule": "self.matches('^vaults/[^/]+/items/[^/]+$')",
         "message": "itemPath must look like vaults/<vault id or title>/items/<item id or title>"
     }]))]
     pub item_path: String,
+    /// The keys of the Secret, each from one field, file or URL of the item. Absent (and no
+    /// `template.data`): every field, file and URL, mapped as 1Password's Go operator maps them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256))]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["key"]))]
+    pub fields: Vec<SecretField>,
+    /// More items in the same Secret: each adds every key of its item, or its own `fields`
+    /// selection, and is `items.<name>` in templates.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
+    pub items: Vec<ItemReference>,
+    /// What the Secret carries besides its data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<SecretTemplate>,
+}
+
+/// Another item whose keys go into the same Secret.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ItemReference {
+    /// Its name in templates (`items.<name>`) and in status: a lowercase letter, then
+    /// lowercase letters, digits and '_'.
+    #[schemars(length(min = 1, max = 63))]
+    #[schemars(extend("pattern" = "^[a-z][a-z0-9_]*$"))]
+    pub name: String,
+    /// The item: `vaults/<vault id or title>/items/<item id or title>`.
+    #[schemars(length(min = 1, max = 1024))]
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": "self.matches('^vaults/[^/]+/items/[^/]+$')",
+        "message": "itemPath must look like vaults/<vault id or title>/items/<item id or title>"
+    }]))]
+    pub item_path: String,
+    /// The keys this item adds, as in `spec.fields`. Absent: every key of the item.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["key"]))]
+    pub fields: Vec<SecretField>,
+}
+
+impl OnePasswordItemSpec {
+    /// Every key of the item at `item_path`, as 1Password's Go operator writes them.
+    pub fn item(item_path: impl Into<String>) -> Self {
+        Self {
+            item_path: item_path.into(),
+            ..Self::default()
+        }
+    }
+}
+
+/// Most entries in `spec.fields`.
+pub const MAX_FIELDS: usize = 256;
+
+/// One key of the Secret and the one value of the item it holds.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "[has(self.field), has(self.file), has(self.url)].filter(x, x).size() == 1",
+        "message": "each entry of fields takes exactly one of field, file or url"
+    },
+    {
+        "rule": "!has(self.section) || has(self.field)",
+        "message": "section narrows a field; it cannot be used with file or url"
+    }
+]))]
+pub struct SecretField {
+    /// The Secret key: letters, digits, '-', '_' and '.'; not '.', not starting with '..'.
+    #[schemars(length(min = 1, max = 253))]
+    #[schemars(extend("pattern" = "^[-._a-zA-Z0-9]+$"))]
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": "self != '.' && !self.startsWith('..')",
+        "message": "a Secret key cannot be '.' or start with '..'"
+    }]))]
+    pub key: String,
+    /// A field of the item, by id or label (an id wins over a label).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 1024))]
+    pub field: Option<String>,
+    /// Only fields of this section, by id or label.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 1024))]
+    pub section: Option<String>,
+    /// A file of the item, by id or name (an id wins over a name); its bytes as they are.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 1024))]
+    pub file: Option<String>,
+    /// A URL of the item, by label; its `href`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 1024))]
+    pub url: Option<String>,
+}
+
+impl SecretField {
+    /// The entry as written in a manifest, for messages: `key <- field "password"`.
+    pub fn describe(&self) -> String {
+        let source = match (&self.field, &self.file, &self.url) {
+            (Some(field), _, _) => match &self.section {
+                Some(section) => format!("field {field:?} of section {section:?}"),
+                None => format!("field {field:?}"),
+            },
+            (None, Some(file), _) => format!("file {file:?}"),
+            (None, None, Some(url)) => format!("url {url:?}"),
+            (None, None, None) => "nothing".to_owned(),
+        };
+        format!("key {:?} <- {source}", self.key)
+    }
+}
+
+/// Most keys in `template.data`, and the longest template.
+pub const MAX_TEMPLATES: usize = 64;
+pub const MAX_TEMPLATE_LENGTH: usize = 16 * 1024;
+
+/// Secret keys made by templates, and the Secret's labels and annotations.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretTemplate {
+    /// Labels and annotations for the Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<TemplateMetadata>,
+    /// Secret key -> a template (Jinja syntax) rendered with the item as the variable
+    /// `item`; the rendered text is the value. Added to the `fields` selection (with neither, the
+    /// Secret holds only these keys).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = MAX_TEMPLATES))]
+    #[schemars(extend("additionalProperties" = {"type": "string", "maxLength": MAX_TEMPLATE_LENGTH}))]
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": "self.all(k, k.size() <= 253 && k.matches('^[-._a-zA-Z0-9]+$') && k != '.' && !k.startsWith('..'))",
+        "message": "each key of template.data must be a valid Secret key: letters, digits, '-', '_' and '.', at most 253, not '.' or starting with '..'"
+    }]))]
+    pub data: BTreeMap<String, String>,
+}
+
+/// Labels and annotations put on the Secret, over those copied from the OnePasswordItem.
+/// The operator's own (the managed-by label, the item-path, item-version and data-digest
+/// annotations) cannot be set here.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TemplateMetadata {
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": "!('app.kubernetes.io/managed-by' in self)",
+        "message": "the label app.kubernetes.io/managed-by is the operator's own"
+    }]))]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": "!['operator.1password.io/item-path', 'operator.1password.io/item-version', 'operator.1password.io/data-digest'].exists(k, k in self)",
+        "message": "the annotations operator.1password.io/item-path, item-version and data-digest are the operator's own"
+    }]))]
+    pub annotations: BTreeMap<String, String>,
 }
 
 /// One condition, following the Kubernetes API conventions. Every field but `type` and
@@ -81,6 +249,25 @@ pub struct ItemCondition {
     pub observed_generation: Option<i64>,
 }
 
+/// An entry of `spec.items` as last resolved and synced.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ItemStatus {
+    /// The entry's `name`.
+    pub name: String,
+    /// The `itemPath` the ids below were resolved from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved_item_path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vault_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub item_id: Option<String>,
+    /// The item `version` the Secret holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "int64"))]
+    pub item_version: Option<u64>,
+}
+
 /// What the operator last did for a `OnePasswordItem`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -101,6 +288,10 @@ pub struct OnePasswordItemStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("format" = "int64"))]
     pub item_version: Option<u64>,
+    /// Each entry of `spec.items`, by name. (Without `itemPath`, the fields above describe
+    /// the first entry.)
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub items: Vec<ItemStatus>,
     /// When the Secret last matched the item.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_synced_at: Option<Time>,
@@ -354,12 +545,7 @@ status:
 
     #[test]
     fn serializes_api_version_kind_and_top_level_type() {
-        let mut item = OnePasswordItem::new(
-            "x",
-            OnePasswordItemSpec {
-                item_path: "vaults/a/items/b".into(),
-            },
-        );
+        let mut item = OnePasswordItem::new("x", OnePasswordItemSpec::item("vaults/a/items/b"));
         item.secret_type = Some("Opaque".into());
         let value = serde_json::to_value(&item).unwrap();
         assert_eq!(value["apiVersion"], "onepassword.com/v1");
@@ -377,9 +563,11 @@ status:
             item_path["x-kubernetes-validations"][0]["rule"],
             format!("self.matches('{ITEM_PATH_PATTERN}')")
         );
+        let spec = &version["schema"]["openAPIV3Schema"]["properties"]["spec"];
         assert_eq!(
-            version["schema"]["openAPIV3Schema"]["properties"]["spec"]["required"],
-            json!(["itemPath"])
+            spec["x-kubernetes-validations"][0]["rule"],
+            "has(self.itemPath) || (has(self.items) && self.items.size() > 0)",
+            "itemPath is required unless items names an item"
         );
         let columns: Vec<&str> = version["additionalPrinterColumns"]
             .as_array()

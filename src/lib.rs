@@ -15,7 +15,8 @@
 //! - `events`, [`metrics`], [`server`] (`/healthz`, `/readyz`, `/metrics`), [`leader`]
 //!   (leader election through a Lease), `kubernetes` (small API helpers).
 //! - [`annotations`]: every label, annotation and finalizer name; `names`: Secret names.
-//! - [`cli`], [`check`], [`telemetry`]: command-line settings, `connect-check`, logging.
+//! - [`cli`], [`check`], [`render`], [`telemetry`]: command-line settings, `connect-check`,
+//!   `render -f` (the Secret a manifest would make), logging.
 
 mod annotated_workloads;
 pub mod annotations;
@@ -31,6 +32,7 @@ pub mod leader;
 pub mod metrics;
 mod names;
 mod poller;
+pub mod render;
 mod restart;
 pub mod server;
 pub mod telemetry;

@@ -55,6 +55,9 @@ enum Command {
     },
     /// Check that a Connect host and token work, and optionally resolve an item path.
     ConnectCheck(ConnectCheckArgs),
+    /// Print the Secret each OnePasswordItem of a manifest would get from Connect now (values
+    /// masked), or the reason the operator would report instead. Exits 1 if any would fail.
+    Render(RenderArgs),
 }
 
 #[derive(Args, Debug)]
@@ -122,6 +125,27 @@ struct ConnectCheckArgs {
     item_path: Option<String>,
 }
 
+#[derive(Args, Debug)]
+struct RenderArgs {
+    #[command(flatten)]
+    connect: ConnectArgs,
+    /// The manifest: a YAML file of one or more documents, or `-` for standard input.
+    #[arg(short = 'f', long = "filename")]
+    file: std::path::PathBuf,
+    /// Print the values (as stringData where they are text) instead of their sizes.
+    #[arg(long)]
+    show_values: bool,
+    /// Namespace of objects that name none.
+    #[arg(short = 'n', long, default_value = "default")]
+    namespace: String,
+    /// As the operator's flag: keep fields whose value is empty.
+    #[arg(long, env = "ALLOW_EMPTY_VALUES", action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true", default_value_t = false)]
+    allow_empty_values: bool,
+    /// As the operator's flag: copy the OnePasswordItem's annotations onto the Secret.
+    #[arg(long, env = "ENABLE_ANNOTATIONS", action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true", default_value_t = false)]
+    enable_annotations: bool,
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -132,6 +156,7 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => run(args).await,
         Command::ConnectCheck(args) => connect_check(args).await,
+        Command::Render(args) => render(args).await,
         Command::Crd { helm } => {
             let text = if helm {
                 onepassword_operator::crd::crd_helm_template()
@@ -156,6 +181,32 @@ async fn connect_check(args: ConnectCheckArgs) -> Result<(), String> {
     let report = onepassword_operator::check::connect_check(&client, args.item_path.as_deref()).await?;
     print!("{report}");
     Ok(())
+}
+
+async fn render(args: RenderArgs) -> Result<(), String> {
+    let manifest = if args.file.as_os_str() == "-" {
+        std::io::read_to_string(std::io::stdin()).map_err(|e| format!("cannot read standard input: {e}"))?
+    } else {
+        std::fs::read_to_string(&args.file).map_err(|e| format!("cannot read {}: {e}", args.file.display()))?
+    };
+    let client = ConnectClient::new(args.connect.to_config()?).map_err(|e| onepassword_operator::error_chain(&e))?;
+    let options = onepassword_operator::render::RenderOptions {
+        show_values: args.show_values,
+        mapping: MappingOptions {
+            allow_empty_values: args.allow_empty_values,
+        },
+        copy_annotations: args.enable_annotations,
+        namespace: args.namespace,
+    };
+    let rendered = onepassword_operator::render::render(&client, &manifest, &options).await?;
+    print!("{}", rendered.yaml);
+    for warning in &rendered.warnings {
+        eprintln!("warning: {warning}");
+    }
+    match rendered.errors.len() {
+        0 => Ok(()),
+        _ => Err(rendered.errors.join("\nerror: ")),
+    }
 }
 
 async fn run(args: RunArgs) -> Result<(), String> {

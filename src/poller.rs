@@ -64,23 +64,33 @@ impl Tracked<'_> {
     }
 }
 
-/// The resources the poller watches over: those whose item has been resolved.
+/// The resources the poller watches over, once per item they reference that has been
+/// resolved: the primary item, and each entry of `items`.
 pub(crate) fn tracked(objects: &[Arc<OnePasswordItem>]) -> Vec<Tracked<'_>> {
     objects
         .iter()
         .filter(|o| o.metadata.deletion_timestamp.is_none())
-        .filter_map(|o| {
-            let status = o.status.as_ref()?;
-            let ready = status.is_ready();
-            let unconfirmed = status.is_unconfirmed();
-            Some(Tracked {
-                object: o.as_ref(),
-                vault_id: status.vault_id.as_deref()?,
-                item_id: status.item_id.as_deref()?,
-                held_version: status.item_version,
-                ready,
-                unconfirmed,
-            })
+        .flat_map(|o| {
+            let status = o.status.as_ref();
+            let (ready, unconfirmed) = status.map_or((false, false), |s| (s.is_ready(), s.is_unconfirmed()));
+            let primary = status.map(|s| (s.vault_id.as_deref(), s.item_id.as_deref(), s.item_version));
+            let entries = status
+                .into_iter()
+                .flat_map(|s| &s.items)
+                .map(|i| (i.vault_id.as_deref(), i.item_id.as_deref(), i.item_version));
+            primary
+                .into_iter()
+                .chain(entries)
+                .filter_map(move |(vault_id, item_id, held_version)| {
+                    Some(Tracked {
+                        object: o.as_ref(),
+                        vault_id: vault_id?,
+                        item_id: item_id?,
+                        held_version,
+                        ready,
+                        unconfirmed,
+                    })
+                })
         })
         .collect()
 }
@@ -421,12 +431,7 @@ mod tests {
     use kube::ResourceExt;
 
     fn opi(name: &str, vault: &str, item: &str, version: u64, ready: bool) -> Arc<OnePasswordItem> {
-        let mut o = OnePasswordItem::new(
-            name,
-            OnePasswordItemSpec {
-                item_path: "vaults/a/items/b".into(),
-            },
-        );
+        let mut o = OnePasswordItem::new(name, OnePasswordItemSpec::item("vaults/a/items/b"));
         o.metadata.namespace = Some("ns".into());
         o.status = Some(OnePasswordItemStatus {
             vault_id: Some(vault.into()),
@@ -448,12 +453,7 @@ mod tests {
 
     #[test]
     fn unresolved_and_deleted_objects_are_not_tracked() {
-        let mut unresolved = OnePasswordItem::new(
-            "u",
-            OnePasswordItemSpec {
-                item_path: "vaults/a/items/b".into(),
-            },
-        );
+        let mut unresolved = OnePasswordItem::new("u", OnePasswordItemSpec::item("vaults/a/items/b"));
         unresolved.metadata.namespace = Some("ns".into());
         let mut deleting = (*opi("d", "v1", "i1", 1, true)).clone();
         deleting.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(

@@ -234,12 +234,7 @@ async fn a_secret_made_by_the_go_operator_for_the_workload_is_adopted() {
 #[tokio::test]
 async fn an_existing_onepassworditem_of_that_name_is_left_alone() {
     let h = start!("annotated-conflict");
-    let theirs = OnePasswordItem::new(
-        "taken",
-        OnePasswordItemSpec {
-            item_path: "vaults/Demo/items/Database".into(),
-        },
-    );
+    let theirs = OnePasswordItem::new("taken", OnePasswordItemSpec::item("vaults/Demo/items/Database"));
     h.items().create(&PostParams::default(), &theirs).await.unwrap();
     deployment(
         &h,

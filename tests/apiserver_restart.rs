@@ -58,9 +58,7 @@ async fn drift_repair_resumes_within_seconds_after_an_apiserver_restart() {
 
     let items: Api<OnePasswordItem> = Api::namespaced(kube.clone(), &ns);
     let secrets: Api<Secret> = Api::namespaced(kube.clone(), &ns);
-    let spec = OnePasswordItemSpec {
-        item_path: "vaults/Demo/items/Database".into(),
-    };
+    let spec = OnePasswordItemSpec::item("vaults/Demo/items/Database");
     items
         .create(&PostParams::default(), &OnePasswordItem::new("db", spec))
         .await

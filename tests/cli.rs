@@ -50,7 +50,7 @@ async fn connect_check_reports_names_and_versions_but_no_values() {
     let printed = text(&output);
     assert!(output.status.success(), "{printed}");
     assert!(
-        printed.contains("sees 2 vault(s): Demo (3 items), Staging (1 items)"),
+        printed.contains("sees 2 vault(s): Demo (5 items), Staging (1 items)"),
         "{printed}"
     );
     assert!(
@@ -125,4 +125,142 @@ fn unreachable_connect_and_missing_settings() {
         "clap reports a missing host as a usage error"
     );
     assert!(text(&output).contains("OP_CONNECT_HOST") || text(&output).contains("--connect-host"));
+}
+
+/// Runs `render` against a simulator serving the example data, with a manifest file.
+async fn render(manifest: &str, extra: &[&str]) -> Output {
+    let sim = example_sim().await;
+    let host = sim.url().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("manifest.yaml");
+    std::fs::write(&file, manifest).unwrap();
+    let mut args = vec!["render".to_string(), "-f".into(), file.to_str().unwrap().into()];
+    args.extend(extra.iter().map(|a| a.to_string()));
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        run(
+            &args,
+            &[("OP_CONNECT_HOST", &host), ("OP_CONNECT_TOKEN", "demo-operator-token")],
+        )
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn render_previews_every_example_with_values_masked() {
+    let manifest = include_str!("../examples/shaped-secrets.yaml");
+    let output = render(manifest, &[]).await;
+    let printed = text(&output);
+    assert!(output.status.success(), "{printed}");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let secrets: Vec<serde_json::Value> = serde_yaml_ng::Deserializer::from_str(&stdout)
+        .map(|doc| serde::Deserialize::deserialize(doc).unwrap())
+        .collect();
+    let names: Vec<&str> = secrets
+        .iter()
+        .map(|s| s["metadata"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "database-env",
+            "demo-tls",
+            "api-token-only",
+            "registry-credentials",
+            "registry-basic-auth",
+            "database-url",
+            "deploy-key",
+            "app-env"
+        ]
+    );
+    assert_eq!(secrets[0]["metadata"]["namespace"], "default");
+    assert_eq!(secrets[0]["data"]["DB_PASSWORD"], "<masked, 18 bytes>");
+    assert_eq!(secrets[1]["type"], "kubernetes.io/tls");
+    for secret in ["fake-db-password-1", "app_user", "fake-registry-token-1", "BEGIN"] {
+        assert!(!printed.contains(secret), "{secret} leaked: {printed}");
+    }
+}
+
+#[tokio::test]
+async fn render_shows_values_when_asked() {
+    let manifest = r#"
+apiVersion: onepassword.com/v1
+kind: OnePasswordItem
+metadata: { name: url, namespace: apps }
+spec:
+  itemPath: vaults/Demo/items/Database
+  template:
+    data:
+      DATABASE_URL: 'postgres://{{ item.username }}:{{ item.password | urlencode }}@{{ item.host }}/app'
+"#;
+    let output = render(manifest, &["--show-values"]).await;
+    assert!(output.status.success(), "{}", text(&output));
+    let secret: serde_json::Value = serde_yaml_ng::from_slice(&output.stdout).unwrap();
+    assert_eq!(secret["metadata"]["namespace"], "apps");
+    assert_eq!(
+        secret["stringData"]["DATABASE_URL"],
+        "postgres://app_user:fake-db-password-1@db.demo.svc/app"
+    );
+    assert!(secret["metadata"]["ownerReferences"].is_null());
+}
+
+#[tokio::test]
+async fn render_reports_what_the_controller_would() {
+    let manifest = r#"
+apiVersion: onepassword.com/v1
+kind: OnePasswordItem
+metadata: { name: ok }
+spec: { itemPath: vaults/Demo/items/API Token }
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: { name: ignored }
+---
+apiVersion: onepassword.com/v1
+kind: OnePasswordItem
+metadata: { name: missing-field }
+spec:
+  itemPath: vaults/Demo/items/Database
+  fields: [{ key: K, field: nope }]
+---
+apiVersion: onepassword.com/v1
+kind: OnePasswordItem
+metadata: { name: typo }
+spec:
+  itemPath: vaults/Demo/items/Database
+  template: { data: { K: "{{ item.passwrod }}" } }
+---
+apiVersion: onepassword.com/v1
+kind: OnePasswordItem
+metadata: { name: no-such-item }
+spec: { itemPath: vaults/Demo/items/Nope }
+"#;
+    let output = render(manifest, &[]).await;
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("OnePasswordItem default/missing-field: Ready=False, reason FieldNotFound: fields entry key \"K\" <- field \"nope\""),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("OnePasswordItem default/typo: Ready=False, reason TemplateError: template.data[\"K\"], line 1: undefined value"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("default/no-such-item: Ready=False, reason ItemNotFound"),
+        "{stderr}"
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("name: ok"), "the good one is still printed: {stdout}");
+    assert!(!stdout.contains("ignored"), "{stdout}");
+    assert!(!text(&output).contains("fake-db-password"), "{}", text(&output));
+
+    let nothing = render("apiVersion: v1\nkind: ConfigMap\nmetadata: { name: x }\n", &[]).await;
+    assert_eq!(nothing.status.code(), Some(1));
+    assert!(
+        text(&nothing).contains("the manifest holds no OnePasswordItem"),
+        "{}",
+        text(&nothing)
+    );
 }

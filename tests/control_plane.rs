@@ -18,7 +18,7 @@ use opo_testenv::local_cluster::{Identity, PLAIN_USER};
 use serde_json::json;
 
 fn item(name: &str, path: &str) -> OnePasswordItem {
-    OnePasswordItem::new(name, OnePasswordItemSpec { item_path: path.into() })
+    OnePasswordItem::new(name, OnePasswordItemSpec::item(path))
 }
 
 #[tokio::test]

@@ -306,12 +306,7 @@ async fn a_type_the_apiserver_refuses_keeps_the_old_secret_and_says_why() {
 #[tokio::test]
 async fn invalid_resources_are_rejected_at_apply_time() {
     let h = harness!("invalid");
-    let bad = OnePasswordItem::new(
-        "bad",
-        OnePasswordItemSpec {
-            item_path: "vaults/Demo/Database".into(),
-        },
-    );
+    let bad = OnePasswordItem::new("bad", OnePasswordItemSpec::item("vaults/Demo/Database"));
     let err = h.items().create(&PostParams::default(), &bad).await.unwrap_err();
     assert!(err.to_string().contains("itemPath must look like"), "{err}");
 }
@@ -578,7 +573,16 @@ async fn readyz(h: &Harness) -> (u16, String) {
 async fn a_token_written_to_the_token_file_is_used_without_a_restart() {
     let h = harness!("token-file", Duration::from_millis(500));
     // A token that Connect does not know: the first sync is refused, and /readyz says why.
+    // The resource is made once the operator has read the new token (at its next poll), not
+    // before: with the token it started with, the first sync would succeed.
+    let started_with = h.ctx.connect().token_generation();
     std::fs::write(&h.token_file, "revoked-token").unwrap();
+    support::wait_for(
+        "the operator to read the new token",
+        Duration::from_secs(10),
+        async || (h.ctx.connect().token_generation() > started_with).then_some(()),
+    )
+    .await;
     h.create("db", "vaults/Demo/items/Database").await;
     h.ready_reason("db", "ConnectUnauthorized").await;
     let (status, body) = readyz(&h).await;

@@ -476,12 +476,7 @@ async fn install_upgrade_and_run_as_the_charts_service_account() {
     items
         .create(
             &PostParams::default(),
-            &OnePasswordItem::new(
-                "db",
-                OnePasswordItemSpec {
-                    item_path: "vaults/Demo/items/Database".into(),
-                },
-            ),
+            &OnePasswordItem::new("db", OnePasswordItemSpec::item("vaults/Demo/items/Database")),
         )
         .await
         .unwrap();
@@ -571,12 +566,7 @@ async fn install_upgrade_and_run_as_the_charts_service_account() {
     items
         .create(
             &PostParams::default(),
-            &OnePasswordItem::new(
-                "api",
-                OnePasswordItemSpec {
-                    item_path: "vaults/Demo/items/API Token".into(),
-                },
-            ),
+            &OnePasswordItem::new("api", OnePasswordItemSpec::item("vaults/Demo/items/API Token")),
         )
         .await
         .unwrap();

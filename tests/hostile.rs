@@ -57,9 +57,7 @@ async fn oversized_items_get_a_condition_and_the_operator_stays_under_its_memory
         ("value", "Value"),
         ("fields", "Fields"),
     ] {
-        let spec = OnePasswordItemSpec {
-            item_path: format!("vaults/Demo/items/{title}"),
-        };
+        let spec = OnePasswordItemSpec::item(format!("vaults/Demo/items/{title}"));
         items
             .create(&PostParams::default(), &OnePasswordItem::new(name, spec))
             .await

@@ -109,12 +109,7 @@ async fn exactly_one_replica_writes_and_the_other_takes_over() {
     let b = w.operator("op-b", LEASE_SECONDS);
 
     let items: Api<OnePasswordItem> = Api::namespaced(kube.clone(), ns);
-    let opi = OnePasswordItem::new(
-        "db",
-        OnePasswordItemSpec {
-            item_path: "vaults/Demo/items/Database".into(),
-        },
-    );
+    let opi = OnePasswordItem::new("db", OnePasswordItemSpec::item("vaults/Demo/items/Database"));
     items.create(&PostParams::default(), &opi).await.unwrap();
     let secrets: Api<Secret> = Api::namespaced(kube.clone(), ns);
     support::wait_for("the leader syncs the Secret", Duration::from_secs(20), async || {

@@ -19,30 +19,30 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions
 use serde_json::{Map, Value};
 
 use super::Context;
-use super::build::{BuiltSecret, ItemData, effective_type};
+use super::build::{BuiltSecret, effective_type};
 use super::error::Error;
 use super::known::{self, Freshness};
 use super::managed_fields::{dropped_metadata, folded_into_apply};
 use super::outcome::Write;
 use crate::annotations::{
-    ALLOW_ADOPTION, DATA_DIGEST, FIELD_MANAGER, IGNORE_SECRET_TAG, ITEM_VERSION, LEGACY_FINALIZER, MANAGED_BY_LABEL,
-    MANAGED_BY_VALUE,
+    ALLOW_ADOPTION, DATA_DIGEST, FIELD_MANAGER, ITEM_VERSION, LEGACY_FINALIZER, MANAGED_BY_LABEL, MANAGED_BY_VALUE,
 };
 use crate::crd::{KIND, OnePasswordItem};
 use crate::kubernetes::remove_legacy_finalizer;
 use crate::restart::ChangedSecret;
 
 /// The apply step: reads the Secret only when it may have changed, then writes it unless it
-/// belongs to somebody else or the item is frozen. Returns what was done and the item version
-/// the Secret holds.
+/// belongs to somebody else or an item is frozen. `version` is the primary item's, `frozen`
+/// whether any referenced item has the ignore tag. Returns what was done and the primary
+/// item version the Secret holds.
 pub(crate) async fn apply(
     ctx: &Context,
     opi: &OnePasswordItem,
     built: &BuiltSecret,
-    item: &ItemData,
+    version: u64,
+    frozen: bool,
 ) -> Result<(Write, u64), Error> {
     let (namespace, name) = (opi.namespace().unwrap_or_default(), opi.name_any());
-    let frozen = item.has_tag(IGNORE_SECRET_TAG);
     let fingerprint = known::fingerprint(&built.secret);
     // A frozen Secret is judged by what it holds now, so it is always read.
     let mut freshness = if frozen {
@@ -52,15 +52,12 @@ pub(crate) async fn apply(
     };
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
     // A Secret deleted by hand after a sync is put back: a repair, not a creation.
-    let synced_before = opi
-        .status
-        .as_ref()
-        .is_some_and(|s| s.item_version == Some(item.version));
+    let synced_before = opi.status.as_ref().is_some_and(|s| s.item_version == Some(version));
     // Something keeps changing the Secret: the repair waits.
     let delayed_repair = |repair: bool| {
         let wait = repair.then(|| ctx.repairs.wait_before_repair(&namespace, &name, Instant::now()))??;
         ctx.known.forget(&namespace, &name);
-        Some((Write::RepairDelayed(wait), item.version))
+        Some((Write::RepairDelayed(wait), version))
     };
     if freshness == Freshness::NotOurs {
         // None of ours by that name: most likely no Secret at all, so it is created without
@@ -73,12 +70,12 @@ pub(crate) async fn apply(
             ctx.known
                 .record(&namespace, &name, created.metadata.resource_version, fingerprint);
             let write = if synced_before { Write::Repaired } else { Write::Created };
-            return Ok((write, item.version));
+            return Ok((write, version));
         }
         freshness = Freshness::Latest;
     }
     let Some(read) = freshness.get_params() else {
-        return Ok((Write::Unchanged, item.version));
+        return Ok((Write::Unchanged, version));
     };
     let existing = match secrets.get_with(&name, &read).await {
         Ok(secret) => Some(secret),
@@ -96,7 +93,7 @@ pub(crate) async fn apply(
                 .annotations()
                 .get(ITEM_VERSION)
                 .and_then(|v| v.parse().ok())
-                .unwrap_or(item.version);
+                .unwrap_or(version);
             return Ok((Write::Frozen, held));
         }
         _ => {}
@@ -138,7 +135,7 @@ pub(crate) async fn apply(
             namespace,
             name,
             annotations: built.secret.metadata.annotations.clone().unwrap_or_default(),
-            item_version: item.version,
+            item_version: version,
         });
     }
     let write = if applied.write == Write::Created && synced_before {
@@ -146,7 +143,7 @@ pub(crate) async fn apply(
     } else {
         applied.write
     };
-    Ok((write, item.version))
+    Ok((write, version))
 }
 
 /// Who an existing Secret belongs to, seen from one OnePasswordItem.

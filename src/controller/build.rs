@@ -21,11 +21,13 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference}
 
 use kube::{Resource, ResourceExt};
 
+use super::select::{SelectError, select};
+use super::template::{NamedItem, TemplateError, render};
 use crate::annotations::{
     AUTO_RESTART, ITEM_NAME, ITEM_PATH, ITEM_VERSION, MANAGED_BY_LABEL, MANAGED_BY_VALUE, OPERATOR_PREFIX,
 };
 use crate::connect::models::FullItem;
-use crate::crd::OnePasswordItem;
+use crate::crd::{OnePasswordItem, SecretField};
 
 /// Kubernetes' limit on a Secret's data.
 pub(crate) const MAX_SECRET_BYTES: usize = 1024 * 1024;
@@ -40,6 +42,7 @@ pub(crate) struct ItemData {
     pub id: String,
     pub version: u64,
     pub tags: Vec<String>,
+    pub sections: Vec<SectionData>,
     pub urls: Vec<UrlData>,
     pub fields: Vec<FieldData>,
     pub files: Vec<FileData>,
@@ -52,9 +55,19 @@ pub(crate) struct UrlData {
     pub primary: bool,
 }
 
+/// A section of an item: what `spec.fields[].section` names.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct SectionData {
+    pub id: String,
+    pub label: String,
+}
+
 #[derive(Clone, Default, PartialEq, Eq)]
 pub(crate) struct FieldData {
+    pub id: String,
     pub label: String,
+    /// The id of the field's section, if any.
+    pub section: Option<String>,
     pub value: String,
 }
 
@@ -63,7 +76,9 @@ impl std::fmt::Debug for FieldData {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let value = if self.value.is_empty() { "<empty>" } else { "<redacted>" };
         f.debug_struct("FieldData")
+            .field("id", &self.id)
             .field("label", &self.label)
+            .field("section", &self.section)
             .field("value", &value)
             .finish()
     }
@@ -88,6 +103,14 @@ impl From<&FullItem> for ItemData {
             id: item.id.clone(),
             version: item.version,
             tags: item.tags.clone(),
+            sections: item
+                .sections
+                .iter()
+                .map(|s| SectionData {
+                    id: s.id.clone(),
+                    label: s.label.clone(),
+                })
+                .collect(),
             urls: item
                 .urls
                 .iter()
@@ -101,7 +124,9 @@ impl From<&FullItem> for ItemData {
                 .fields
                 .iter()
                 .map(|f| FieldData {
+                    id: f.id.clone(),
                     label: f.label.clone(),
+                    section: f.section.as_ref().map(|s| s.id.clone()),
                     value: f.value.clone(),
                 })
                 .collect(),
@@ -316,6 +341,9 @@ pub(crate) struct SecretTarget {
     pub annotations: BTreeMap<String, String>,
     /// Secret type; `Opaque` when absent or empty.
     pub secret_type: Option<String>,
+    /// `spec.template.data`: keys rendered from templates. With neither these nor `fields`,
+    /// the Secret holds every key of the main item.
+    pub templates: BTreeMap<String, String>,
 }
 
 impl SecretTarget {
@@ -324,14 +352,23 @@ impl SecretTarget {
     /// clusters with the OwnerReferencesPermissionEnforcement admission plugin (OpenShift)
     /// would require `update` on onepassworditems/finalizers for it, and it only makes a
     /// foreground deletion wait for the Secret, which the garbage collector deletes anyway.
+    /// `spec.template.metadata` adds labels and annotations over the copied ones.
     pub(crate) fn for_item(opi: &OnePasswordItem, copy_annotations: bool) -> Self {
+        let mut labels = opi.labels().clone();
+        let mut annotations = secret_annotations(opi.annotations(), copy_annotations);
+        let template = opi.spec.template.as_ref();
+        if let Some(metadata) = template.and_then(|t| t.metadata.as_ref()) {
+            labels.extend(metadata.labels.clone());
+            annotations.extend(metadata.annotations.clone());
+        }
         Self {
             name: opi.name_any(),
             namespace: opi.namespace().unwrap_or_default(),
             owner: opi.controller_owner_ref(&()).expect("stored objects have a uid"),
-            labels: opi.labels().clone(),
-            annotations: secret_annotations(opi.annotations(), copy_annotations),
+            labels,
+            annotations,
             secret_type: opi.secret_type.clone(),
+            templates: template.map(|t| t.data.clone()).unwrap_or_default(),
         }
     }
 }
@@ -358,6 +395,38 @@ pub(crate) fn secret_annotations(annotations: &BTreeMap<String, String>, copy_al
 pub(crate) enum BuildError {
     #[error("the item's data takes {bytes} bytes, over the {MAX_SECRET_BYTES}-byte limit of a Secret")]
     TooLarge { bytes: usize },
+    #[error(transparent)]
+    Select(#[from] SelectError),
+    #[error(transparent)]
+    Template(#[from] TemplateError),
+    #[error(
+        "key {key:?} is made both by {first} and by {second}; explicit keys never overwrite each other, so the Secret was left as it was"
+    )]
+    KeyCollision { key: String, first: String, second: String },
+}
+
+impl BuildError {
+    /// The condition reason: one CamelCase word.
+    pub(crate) fn reason(&self) -> &'static str {
+        match self {
+            Self::TooLarge { .. } => "SecretTooLarge",
+            Self::Select(SelectError::NotFound { .. }) => "FieldNotFound",
+            Self::Select(SelectError::Ambiguous { .. }) => "FieldAmbiguous",
+            Self::Template(_) => "TemplateError",
+            Self::KeyCollision { .. } => "KeyCollision",
+        }
+    }
+
+    /// A stable, low-cardinality label for metrics.
+    pub(crate) fn metric_label(&self) -> &'static str {
+        match self {
+            Self::TooLarge { .. } => "secret_too_large",
+            Self::Select(SelectError::NotFound { .. }) => "field_not_found",
+            Self::Select(SelectError::Ambiguous { .. }) => "field_ambiguous",
+            Self::Template(_) => "template_error",
+            Self::KeyCollision { .. } => "key_collision",
+        }
+    }
 }
 
 /// A desired Secret and what the mapping had to say about it.
@@ -373,25 +442,115 @@ pub(crate) fn effective_type(secret_type: Option<&str>) -> &str {
     secret_type.filter(|t| !t.is_empty()).unwrap_or("Opaque")
 }
 
-/// The complete desired Secret: data, type, labels, the Go operator's annotations, owner.
+/// One referenced item as the build reads it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ItemSource<'a> {
+    /// `None` for the main item (`itemPath`), else its name in `items`.
+    pub name: Option<&'a str>,
+    pub vault_id: &'a str,
+    pub item: &'a ItemData,
+    pub files: &'a BTreeMap<String, Vec<u8>>,
+    /// Its `fields` selection; empty for every key.
+    pub fields: &'a [SecretField],
+}
+
+impl<'a> ItemSource<'a> {
+    /// The main item, every key.
+    #[cfg(test)]
+    pub(crate) fn main(vault_id: &'a str, item: &'a ItemData, files: &'a BTreeMap<String, Vec<u8>>) -> Self {
+        Self {
+            name: None,
+            vault_id,
+            item,
+            files,
+            fields: &[],
+        }
+    }
+
+    /// Where its keys come from, for messages.
+    fn origin(&self) -> String {
+        match (self.name, self.fields.is_empty()) {
+            (None, true) => "the item at itemPath".into(),
+            (None, false) => "fields".into(),
+            (Some(name), true) => format!("items[{name}]"),
+            (Some(name), false) => format!("items[{name}].fields"),
+        }
+    }
+}
+
+/// The complete desired Secret from the referenced items, the primary one first: data,
+/// type, labels, the Go operator's annotations (of the primary item), owner. The data is
+/// the main item's `fields` selection (every key when neither `fields` nor templates are
+/// given), plus each entry of `items` (every key, or its own `fields`), plus the rendered
+/// `template.data`; a key made twice is an error.
 pub(crate) fn build_secret(
     target: &SecretTarget,
-    vault_id: &str,
-    item: &ItemData,
-    files: &BTreeMap<String, Vec<u8>>,
+    sources: &[ItemSource<'_>],
     options: MappingOptions,
 ) -> Result<BuiltSecret, BuildError> {
-    let mapped = build_data(item, files, options);
-    let bytes = mapped.total_bytes();
+    let primary = sources.first().expect("a resource references at least one item");
+    let mut out = SecretData::default();
+    let mut origins: BTreeMap<String, String> = BTreeMap::new();
+    let mut add = |part: BTreeMap<String, Vec<u8>>, origin: String, out: &mut SecretData| {
+        for (key, value) in part {
+            if let Some(first) = origins.get(&key) {
+                return Err(BuildError::KeyCollision {
+                    key,
+                    first: first.clone(),
+                    second: origin,
+                });
+            }
+            origins.insert(key.clone(), origin.clone());
+            out.data.insert(key, value);
+        }
+        Ok(())
+    };
+    for source in sources {
+        let everything = source.fields.is_empty() && (source.name.is_some() || target.templates.is_empty());
+        let part = if everything {
+            let mapped = build_data(source.item, source.files, options);
+            out.collisions.extend(mapped.collisions);
+            out.skipped.extend(mapped.skipped);
+            mapped.data
+        } else {
+            select(source.item, source.files, source.fields).map_err(|e| match source.name {
+                Some(name) => e.in_item(name),
+                None => e,
+            })?
+        };
+        add(part, source.origin(), &mut out)?;
+    }
+    if !target.templates.is_empty() {
+        let main = sources.iter().find(|s| s.name.is_none()).map(|s| (s.item, s.files));
+        let named: Vec<NamedItem<'_>> = sources
+            .iter()
+            .filter_map(|s| Some((s.name?, (s.item, s.files))))
+            .collect();
+        let rendered = render(&target.templates, main, &named, options)?;
+        add(rendered, "template.data".into(), &mut out)?;
+    }
+    let bytes = out.total_bytes();
     if bytes > MAX_SECRET_BYTES {
         return Err(BuildError::TooLarge { bytes });
     }
+    let mut secret = secret_without_data(target, primary.vault_id, &primary.item.id, primary.item.version);
+    secret.data = Some(out.data.into_iter().map(|(k, v)| (k, ByteString(v))).collect());
+    Ok(BuiltSecret {
+        secret,
+        collisions: out.collisions,
+        skipped: out.skipped,
+    })
+}
+
+/// Everything of the desired Secret but its data: what a restarted operator checks before
+/// it trusts a Secret whose data its digest vouches for.
+pub(crate) fn secret_without_data(target: &SecretTarget, vault_id: &str, item_id: &str, version: u64) -> Secret {
     let mut labels = target.labels.clone();
     labels.insert(MANAGED_BY_LABEL.into(), MANAGED_BY_VALUE.into());
     let mut annotations = target.annotations.clone();
-    annotations.insert(ITEM_PATH.to_owned(), format!("vaults/{vault_id}/items/{}", item.id));
-    annotations.insert(ITEM_VERSION.to_owned(), item.version.to_string());
-    let secret = Secret {
+    annotations.insert(ITEM_PATH.to_owned(), format!("vaults/{vault_id}/items/{item_id}"));
+    annotations.insert(ITEM_VERSION.to_owned(), version.to_string());
+    Secret {
         metadata: ObjectMeta {
             name: Some(target.name.clone()),
             namespace: Some(target.namespace.clone()),
@@ -401,21 +560,15 @@ pub(crate) fn build_secret(
             ..ObjectMeta::default()
         },
         type_: Some(effective_type(target.secret_type.as_deref()).to_owned()),
-        data: Some(mapped.data.into_iter().map(|(k, v)| (k, ByteString(v))).collect()),
         ..Secret::default()
-    };
-    Ok(BuiltSecret {
-        secret,
-        collisions: mapped.collisions,
-        skipped: mapped.skipped,
-    })
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::annotations::LAST_APPLIED;
-    use crate::connect::models::{Field, FieldPurpose, FieldType, File, Item, ItemUrl, SectionRef};
+    use crate::connect::models::{Field, FieldPurpose, FieldType, File, Item, ItemUrl, Section, SectionRef};
     use proptest::prelude::*;
 
     fn field(label: &str, value: &str) -> Field {
@@ -723,6 +876,7 @@ mod tests {
                 (ITEM_VERSION.to_string(), "999".to_string()),
             ]),
             secret_type: None,
+            templates: BTreeMap::new(),
         }
     }
 
@@ -731,7 +885,7 @@ mod tests {
         let mut it = item(vec![], vec![field("password", "pw")], vec![]);
         it.item.id = "itemid".into();
         it.item.version = 12;
-        let built = build_secret(
+        let built = build_one(
             &target(),
             "vaultid",
             &(&it).into(),
@@ -764,10 +918,10 @@ mod tests {
         let it = item(vec![], vec![field(".dockerconfigjson", "{}")], vec![]);
         let mut custom = target();
         custom.secret_type = Some("kubernetes.io/dockerconfigjson".into());
-        let built = build_secret(&custom, "v", &(&it).into(), &BTreeMap::new(), MappingOptions::default()).unwrap();
+        let built = build_one(&custom, "v", &(&it).into(), &BTreeMap::new(), MappingOptions::default()).unwrap();
         assert_eq!(built.secret.type_.as_deref(), Some("kubernetes.io/dockerconfigjson"));
         custom.secret_type = Some(String::new());
-        let built = build_secret(&custom, "v", &(&it).into(), &BTreeMap::new(), MappingOptions::default()).unwrap();
+        let built = build_one(&custom, "v", &(&it).into(), &BTreeMap::new(), MappingOptions::default()).unwrap();
         assert_eq!(built.secret.type_.as_deref(), Some("Opaque"));
     }
 
@@ -775,8 +929,284 @@ mod tests {
     fn oversized_secrets_are_refused() {
         let it = item(vec![], vec![], vec![file("f", "big.bin")]);
         let files = BTreeMap::from([("f".to_string(), vec![0u8; MAX_SECRET_BYTES])]);
-        let err = build_secret(&target(), "v", &(&it).into(), &files, MappingOptions::default()).unwrap_err();
+        let err = build_one(&target(), "v", &(&it).into(), &files, MappingOptions::default()).unwrap_err();
         assert!(err.to_string().contains("over the 1048576-byte limit"), "{err}");
+    }
+
+    /// The Secret of `target` for one main item.
+    fn build_one(
+        target: &SecretTarget,
+        vault_id: &str,
+        item: &ItemData,
+        files: &BTreeMap<String, Vec<u8>>,
+        options: MappingOptions,
+    ) -> Result<BuiltSecret, BuildError> {
+        build_secret(target, &[ItemSource::main(vault_id, item, files)], options)
+    }
+
+    /// The Secret of `target` for a main item without files, under the default mapping.
+    fn build_plain(target: &SecretTarget, item: &FullItem) -> Result<BuiltSecret, BuildError> {
+        build_selecting(target, item, &[])
+    }
+
+    /// [`build_plain`] with a `fields` selection of the main item.
+    fn build_selecting(
+        target: &SecretTarget,
+        item: &FullItem,
+        fields: &[SecretField],
+    ) -> Result<BuiltSecret, BuildError> {
+        let data = ItemData::from(item);
+        let source = ItemSource {
+            fields,
+            ..ItemSource::main("v", &data, &EMPTY)
+        };
+        build_secret(target, &[source], MappingOptions::default())
+    }
+
+    static EMPTY: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+
+    fn by_field(key: &str, field: &str) -> SecretField {
+        SecretField {
+            key: key.into(),
+            field: Some(field.into()),
+            ..SecretField::default()
+        }
+    }
+
+    #[test]
+    fn selected_fields_replace_the_mapping_and_keep_our_metadata() {
+        let mut it = item(
+            vec![url("website", "https://w", true)],
+            vec![field("username", "admin"), field("password", "pw")],
+            vec![],
+        );
+        it.item.id = "itemid".into();
+        it.item.version = 4;
+        let selecting = target();
+        let built = build_selecting(&selecting, &it, &[by_field("DB_PASSWORD", "password")]).unwrap();
+        let data = built.secret.data.unwrap();
+        assert_eq!(data.keys().collect::<Vec<_>>(), ["DB_PASSWORD"]);
+        assert_eq!(data["DB_PASSWORD"].0, b"pw");
+        let annotations = built.secret.metadata.annotations.unwrap();
+        assert_eq!(annotations[ITEM_VERSION], "4");
+        assert_eq!(annotations[ITEM_PATH], "vaults/v/items/itemid");
+    }
+
+    #[test]
+    fn a_selection_that_matches_nothing_builds_nothing() {
+        let it = item(vec![], vec![field("username", "admin")], vec![]);
+        let selecting = target();
+        let err = build_selecting(&selecting, &it, &[by_field("K", "password")]).unwrap_err();
+        assert_eq!(err.reason(), "FieldNotFound");
+        assert_eq!(err.metric_label(), "field_not_found");
+    }
+
+    #[test]
+    fn templates_add_to_the_selection_and_replace_the_mapping() {
+        let it = item(vec![], vec![field("username", "bot"), field("password", "pw")], vec![]);
+        let mut composed = target();
+        composed.secret_type = Some("kubernetes.io/dockerconfigjson".into());
+        composed.templates = BTreeMap::from([(
+            ".dockerconfigjson".to_string(),
+            "{{ dockerconfigjson('ghcr.io', item.username, item.password) }}".to_string(),
+        )]);
+        let built = build_plain(&composed, &it).unwrap();
+        let data = built.secret.data.unwrap();
+        assert_eq!(
+            data.keys().collect::<Vec<_>>(),
+            [".dockerconfigjson"],
+            "only the template's key"
+        );
+        let json: serde_json::Value = serde_json::from_slice(&data[".dockerconfigjson"].0).unwrap();
+        assert_eq!(json["auths"]["ghcr.io"]["username"], "bot");
+        let built = build_selecting(&composed, &it, &[by_field("user", "username")]).unwrap();
+        assert_eq!(
+            built.secret.data.unwrap().keys().collect::<Vec<_>>(),
+            [".dockerconfigjson", "user"]
+        );
+    }
+
+    #[test]
+    fn a_key_made_twice_is_refused() {
+        let it = item(vec![], vec![field("password", "pw")], vec![]);
+        let mut both = target();
+        both.templates = BTreeMap::from([("K".to_string(), "{{ item.password }}".to_string())]);
+        let err = build_selecting(&both, &it, &[by_field("K", "password")]).unwrap_err();
+        assert_eq!(
+            err,
+            BuildError::KeyCollision {
+                key: "K".into(),
+                first: "fields".into(),
+                second: "template.data".into()
+            }
+        );
+        assert_eq!(err.reason(), "KeyCollision");
+    }
+
+    #[test]
+    fn more_items_add_their_keys_and_name_the_entry_in_errors() {
+        let mut main = item(vec![], vec![field("password", "pw")], vec![]);
+        main.item.id = "main".into();
+        main.item.version = 2;
+        let api = ItemData::from(&item(
+            vec![],
+            vec![field("credential", "tok"), field("note", "n")],
+            vec![],
+        ));
+        let db = ItemData::from(&item(vec![], vec![field("password", "db-pw")], vec![]));
+        let main = ItemData::from(&main);
+        let api_fields = [by_field("API_TOKEN", "credential")];
+        let build = |db_fields: &[SecretField]| {
+            let sources = [
+                ItemSource::main("v", &main, &EMPTY),
+                ItemSource {
+                    name: Some("api"),
+                    fields: &api_fields,
+                    ..ItemSource::main("v", &api, &EMPTY)
+                },
+                ItemSource {
+                    name: Some("db"),
+                    fields: db_fields,
+                    ..ItemSource::main("w", &db, &EMPTY)
+                },
+            ];
+            build_secret(&target(), &sources, MappingOptions::default())
+        };
+        let err = build(&[]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "key \"password\" is made both by the item at itemPath and by items[db]; explicit keys never overwrite each other, so the Secret was left as it was"
+        );
+
+        let built = build(&[by_field("DB_PASSWORD", "password")]).unwrap();
+        let data = built.secret.data.unwrap();
+        assert_eq!(
+            data.keys().collect::<Vec<_>>(),
+            ["API_TOKEN", "DB_PASSWORD", "password"]
+        );
+        let annotations = built.secret.metadata.annotations.unwrap();
+        assert_eq!(annotations[ITEM_PATH], "vaults/v/items/main", "the primary item's");
+
+        let err = build(&[by_field("X", "nope")]).unwrap_err();
+        assert!(
+            err.to_string().starts_with("items[db]: fields entry key \"X\""),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn templates_see_every_item_by_name() {
+        let main = ItemData::from(&item(vec![], vec![field("username", "u")], vec![]));
+        let api = ItemData::from(&item(vec![], vec![field("credential", "tok")], vec![]));
+        let mut composed = target();
+        composed.templates = BTreeMap::from([(
+            "K".to_string(),
+            "{{ item.username }}:{{ items.api.credential }}".to_string(),
+        )]);
+        let sources = [
+            ItemSource::main("v", &main, &EMPTY),
+            ItemSource {
+                name: Some("api"),
+                fields: &[],
+                ..ItemSource::main("v", &api, &EMPTY)
+            },
+        ];
+        let built = build_secret(&composed, &sources, MappingOptions::default()).unwrap();
+        let data = built.secret.data.unwrap();
+        assert_eq!(data["K"].0, b"u:tok");
+        assert_eq!(
+            data.keys().collect::<Vec<_>>(),
+            ["K", "credential"],
+            "the entry adds every key; the main item only its templates"
+        );
+    }
+
+    #[test]
+    fn a_template_error_builds_nothing() {
+        let it = item(vec![], vec![field("password", "pw")], vec![]);
+        let mut broken = target();
+        broken.templates = BTreeMap::from([("K".to_string(), "{{ item.passwrod }}".to_string())]);
+        let err = build_plain(&broken, &it).unwrap_err();
+        assert_eq!((err.reason(), err.metric_label()), ("TemplateError", "template_error"));
+        assert!(
+            err.to_string()
+                .starts_with("template.data[\"K\"], line 1: undefined value"),
+            "{err}"
+        );
+    }
+
+    fn opi_with_template(labels: &[(&str, &str)], annotations: &[(&str, &str)]) -> OnePasswordItem {
+        let pairs = |kv: &[(&str, &str)]| kv.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let mut opi = OnePasswordItem::new(
+            "db",
+            crate::crd::OnePasswordItemSpec {
+                template: Some(crate::crd::SecretTemplate {
+                    metadata: Some(crate::crd::TemplateMetadata {
+                        labels: pairs(labels),
+                        annotations: pairs(annotations),
+                    }),
+                    ..crate::crd::SecretTemplate::default()
+                }),
+                ..crate::crd::OnePasswordItemSpec::item("vaults/v/items/i")
+            },
+        );
+        opi.metadata.namespace = Some("apps".into());
+        opi.metadata.uid = Some("uid-1".into());
+        opi.metadata.labels = Some(BTreeMap::from([
+            ("team".to_string(), "from-item".to_string()),
+            ("tier".to_string(), "db".to_string()),
+        ]));
+        opi
+    }
+
+    #[test]
+    fn template_metadata_goes_on_the_secret_over_what_is_copied() {
+        let opi = opi_with_template(
+            &[("team", "a")],
+            &[("reflector.v1.k8s.emberstack.com/reflection-allowed", "true")],
+        );
+        let target = SecretTarget::for_item(&opi, false);
+        assert_eq!(target.labels["team"], "a", "the template wins over the copied label");
+        assert_eq!(target.labels["tier"], "db");
+        assert_eq!(
+            target.annotations["reflector.v1.k8s.emberstack.com/reflection-allowed"],
+            "true"
+        );
+    }
+
+    #[test]
+    fn template_metadata_cannot_override_ours() {
+        // The CRD refuses these; objects stored before that still cannot take over our keys.
+        let opi = opi_with_template(
+            &[(MANAGED_BY_LABEL, "someone-else")],
+            &[(ITEM_VERSION, "1"), (ITEM_PATH, "vaults/x/items/y")],
+        );
+        let target = SecretTarget::for_item(&opi, false);
+        let it = item(vec![], vec![field("password", "pw")], vec![]);
+        let built = build_plain(&target, &it).unwrap();
+        let meta = built.secret.metadata;
+        assert_eq!(meta.labels.unwrap()[MANAGED_BY_LABEL], MANAGED_BY_VALUE);
+        let annotations = meta.annotations.unwrap();
+        assert_eq!(annotations[ITEM_VERSION], "0");
+        assert_eq!(annotations[ITEM_PATH], "vaults/v/items/");
+    }
+
+    #[test]
+    fn secret_without_data_is_the_built_secret_less_its_data() {
+        let mut it = item(vec![], vec![field("password", "pw")], vec![]);
+        it.item.id = "i".into();
+        it.item.version = 9;
+        let mut built = build_one(
+            &target(),
+            "v",
+            &(&it).into(),
+            &BTreeMap::new(),
+            MappingOptions::default(),
+        )
+        .unwrap()
+        .secret;
+        built.data = None;
+        assert_eq!(secret_without_data(&target(), "v", "i", 9), built);
     }
 
     proptest! {
@@ -820,6 +1250,11 @@ mod tests {
             }],
         );
         full.item.tags = vec!["prod".into()];
+        full.sections = vec![Section {
+            id: "s1".into(),
+            label: "Production".into(),
+        }];
+        full.fields[1].section = Some(SectionRef { id: "s1".into() });
         full.fields.reserve(16);
         let data = ItemData::from(&full);
         assert_eq!(data.id, full.id);
@@ -829,14 +1264,25 @@ mod tests {
             data.fields,
             [
                 FieldData {
+                    id: "username".into(),
                     label: "username".into(),
+                    section: None,
                     value: "u".into()
                 },
                 FieldData {
+                    id: "password".into(),
                     label: "password".into(),
+                    section: Some("s1".into()),
                     value: "p".into()
                 }
             ]
+        );
+        assert_eq!(
+            data.sections,
+            [SectionData {
+                id: "s1".into(),
+                label: "Production".into()
+            }]
         );
         assert_eq!(data.fields.capacity(), 2, "no spare slots");
         assert_eq!(

@@ -115,6 +115,11 @@ impl Context {
         &self.metrics
     }
 
+    /// The Connect client the controller reads with.
+    pub fn connect(&self) -> &ConnectClient {
+        &self.connect
+    }
+
     /// How many items (with their files) the shared cache holds.
     pub fn cached_items(&self) -> usize {
         self.items.len()

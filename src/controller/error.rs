@@ -2,6 +2,7 @@
 //! label. Messages name objects and Connect's own words, never a secret value.
 
 use super::build::BuildError;
+use super::references::ResolvedRef;
 use crate::connect::ConnectError;
 
 #[derive(Debug, thiserror::Error)]
@@ -35,8 +36,12 @@ pub(crate) enum Error {
     )]
     SecretRejected { secret_type: String, message: String },
 
+    /// The items were read, and no Secret can be made of them as the resource asks.
+    /// `resolved` (each reference and the ids it resolved to) goes into status, so that a
+    /// change of any of the items triggers a new attempt.
     #[error("{source}")]
-    SecretTooLarge {
+    Build {
+        resolved: Vec<ResolvedRef>,
         #[source]
         source: BuildError,
     },
@@ -70,7 +75,7 @@ impl Error {
             },
             Self::SecretConflict { .. } => "SecretConflict",
             Self::SecretRejected { .. } => "SecretRejected",
-            Self::SecretTooLarge { .. } => "SecretTooLarge",
+            Self::Build { source, .. } => source.reason(),
             Self::Kube { .. } => "KubernetesError",
         }
     }
@@ -84,7 +89,7 @@ impl Error {
             Self::Connect { source } => source.metric_label(),
             Self::SecretConflict { .. } => "secret_conflict",
             Self::SecretRejected { .. } => "secret_rejected",
-            Self::SecretTooLarge { .. } => "secret_too_large",
+            Self::Build { source, .. } => source.metric_label(),
             Self::Kube { .. } => "kubernetes",
         }
     }
@@ -93,7 +98,7 @@ impl Error {
     pub(crate) fn needs_a_person(&self) -> bool {
         match self {
             Self::Connect { source } => source.is_auth_failure() || matches!(source, ConnectError::TooLarge { .. }),
-            Self::InvalidItemPath { .. } | Self::SecretTooLarge { .. } | Self::SecretRejected { .. } => true,
+            Self::InvalidItemPath { .. } | Self::Build { .. } | Self::SecretRejected { .. } => true,
             _ => false,
         }
     }
@@ -107,6 +112,14 @@ impl Error {
     /// Connect answered, and the path names no vault or item the token can see.
     pub(crate) fn is_not_found(&self) -> bool {
         matches!(self, Self::VaultNotFound { .. } | Self::ItemNotFound { .. })
+    }
+
+    /// The references (the primary first) of items that were read but make no Secret.
+    pub(crate) fn resolved(&self) -> &[ResolvedRef] {
+        match self {
+            Self::Build { resolved, .. } => resolved,
+            _ => &[],
+        }
     }
 
     /// The server's `Retry-After`, when Connect sent one.

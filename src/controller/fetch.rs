@@ -16,7 +16,6 @@ use super::error::Error;
 use super::resolve::{ItemRef, resolve};
 use crate::connect::models::FullItem;
 use crate::connect::{ConnectClient, ConnectError};
-use crate::crd::OnePasswordItem;
 
 /// Largest file fetched inline with the file list (Connect's default inline limit).
 const INLINE_LIMIT_BYTES: u64 = 100 * 1024;
@@ -45,9 +44,9 @@ pub(crate) struct Fetched {
     pub(crate) read_now: bool,
 }
 
-/// The item `path` names: by the ids in status while the path is unchanged, else resolved.
-pub(crate) async fn fetch(ctx: &Context, opi: &OnePasswordItem, path: &ItemRef<'_>) -> Result<Fetched, Error> {
-    if let Some(key) = path.ids_in_status(opi) {
+/// The item `path` names: by `ids` (what status holds for this very path), else resolved.
+pub(crate) async fn fetch(ctx: &Context, path: &ItemRef<'_>, ids: Option<ItemKey>) -> Result<Fetched, Error> {
+    if let Some(key) = ids {
         match ctx.items.get(&ctx.connect, &key).await {
             Ok((cached, read_now)) => {
                 return Ok(Fetched {
@@ -148,7 +147,7 @@ impl ItemCache {
     }
 }
 
-async fn fetch_item(
+pub(crate) async fn fetch_item(
     client: &ConnectClient,
     key: &ItemKey,
     previous: Option<&CachedItem>,

@@ -1,9 +1,11 @@
 //! The OnePasswordItem controller, one file per step of the pipeline
 //! `resolve → fetch → build → apply → status`:
 //!
-//! - [`resolve`]: `itemPath` to vault and item ids, reused from status while the path is the same.
-//! - [`fetch`]: the item and its files through the shared item cache.
-//! - [`build`]: the desired Secret, pure.
+//! - [`resolve`]: each item path ([`references`]: `itemPath` and the entries of `items`) to
+//!   vault and item ids, reused from status while the path is the same.
+//! - [`fetch`]: the items and their files through the shared item cache.
+//! - [`build`]: the desired Secret, pure; [`select`] picks the keys `spec.fields` asks for,
+//!   [`template`] renders `spec.template.data`.
 //! - [`apply`]: only when something differs; the Secret is read only when the watch says it
 //!   may have changed since our last write ([`known`]).
 //! - [`status`]: the next status, written only when it changed, and Events on transitions,
@@ -22,9 +24,13 @@ pub(crate) mod fetch;
 pub(crate) mod known;
 mod managed_fields;
 pub(crate) mod outcome;
+pub mod preview;
+mod references;
 mod repairs;
 pub(crate) mod resolve;
+pub(crate) mod select;
 pub(crate) mod status;
+mod template;
 mod trust;
 
 use std::sync::Arc;
@@ -43,11 +49,14 @@ pub use context::{Context, Settings};
 pub use digest::{DigestKey, load_or_create_key};
 pub(crate) use error::Error;
 
+use crate::annotations::IGNORE_SECRET_TAG;
+use crate::crd::ItemStatus;
 use crate::crd::OnePasswordItem;
 use crate::kubernetes::remove_legacy_finalizer;
-use build::{SecretTarget, build_secret};
+use build::{ItemSource, SecretTarget, build_secret};
+use fetch::Fetched;
 use outcome::{Synced, Write};
-use resolve::ItemRef;
+use references::references;
 
 #[instrument(skip_all, fields(name = %opi.name_any(), namespace = opi.namespace().unwrap_or_default()))]
 pub(crate) async fn reconcile(opi: Arc<OnePasswordItem>, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -131,42 +140,73 @@ fn retry_delay(attempts: u32, error: &Error) -> Duration {
 
 /// The pipeline up to the status step.
 async fn sync(opi: &OnePasswordItem, ctx: &Context) -> Result<Synced, Error> {
-    let path = ItemRef::parse(&opi.spec.item_path)?;
-    let fetched = fetch::fetch(ctx, opi, &path).await?;
+    let refs = references(opi)?;
+    let fetched = futures::future::try_join_all(refs.iter().map(|r| fetch::fetch(ctx, &r.path, r.ids.clone()))).await?;
     let target = SecretTarget::for_item(opi, ctx.settings.copy_annotations);
-    let mut built = build_secret(
-        &target,
-        &fetched.key.vault_id,
-        &fetched.cached.item,
-        &fetched.cached.files,
-        ctx.settings.mapping,
-    )
-    .map_err(|source| Error::SecretTooLarge { source })?;
+    let sources: Vec<ItemSource<'_>> = refs
+        .iter()
+        .zip(&fetched)
+        .map(|(r, f)| ItemSource {
+            name: r.name,
+            vault_id: &f.key.vault_id,
+            item: &f.cached.item,
+            files: &f.cached.files,
+            fields: r.fields,
+        })
+        .collect();
+    let mut built = build_secret(&target, &sources, ctx.settings.mapping).map_err(|source| Error::Build {
+        resolved: refs.iter().zip(&fetched).map(|(r, f)| r.resolved(&f.key)).collect(),
+        source,
+    })?;
     if let Some(key) = &ctx.settings.digest_key {
         digest::seal(&mut built.secret, key, ctx.settings.mapping);
     }
-    let (write, item_version) = apply::apply(ctx, opi, &built, &fetched.cached.item).await?;
+    let primary = &fetched[0];
+    let frozen = fetched.iter().any(|f| f.cached.item.has_tag(IGNORE_SECRET_TAG));
+    let (write, item_version) = apply::apply(ctx, opi, &built, primary.cached.item.version, frozen).await?;
     let repair_event = (write == Write::Repaired)
         .then(|| ctx.repairs.repaired(&target.namespace, &target.name, Instant::now()))
         .flatten();
-    // From cache while the poller cannot reach the vault: the Secret matches what we last
-    // saw, but whether that is still current is unknown. Read from Connect now: it is.
-    let connect_failure = if fetched.read_now {
-        None
-    } else {
-        ctx.vault_failure(&fetched.key.vault_id)
-    };
+    // From cache while the poller cannot reach a vault: the Secret matches what we last saw,
+    // but whether that is still current is unknown. Read from Connect now: it is.
+    let connect_failure = fetched
+        .iter()
+        .filter(|f| !f.read_now)
+        .find_map(|f| ctx.vault_failure(&f.key.vault_id));
+    // A Secret left as it was still holds what status said of it.
+    let kept = matches!(write, Write::Frozen | Write::RepairDelayed(_));
+    let items = refs
+        .iter()
+        .zip(&fetched)
+        .filter_map(|(r, f)| {
+            Some(ItemStatus {
+                name: r.name?.to_owned(),
+                resolved_item_path: Some(r.path.path.to_owned()),
+                vault_id: Some(f.key.vault_id.clone()),
+                item_id: Some(f.key.item_id.clone()),
+                item_version: Some(match r.held_version {
+                    Some(held) if kept => held,
+                    _ => f.cached.item.version,
+                }),
+            })
+        })
+        .collect();
+    let primary_path = refs[0].path.path.to_owned();
+    let Fetched {
+        key, ambiguous_with, ..
+    } = fetched.into_iter().next().expect("one fetch per reference");
     Ok(Synced {
-        item_path: path.path.to_owned(),
+        item_path: primary_path,
         connect_failure,
-        vault_id: fetched.key.vault_id,
-        item_id: fetched.key.item_id,
+        vault_id: key.vault_id,
+        item_id: key.item_id,
         item_version,
+        items,
         secret_name: target.name,
         write,
         collisions: built.collisions,
         skipped: built.skipped,
-        ambiguous_with: fetched.ambiguous_with,
+        ambiguous_with,
         repair_event,
     })
 }

@@ -3,6 +3,7 @@
 use super::build::{Collision, Source};
 use super::error::Error;
 use super::repairs::RepairReport;
+use crate::crd::ItemStatus;
 
 /// What the apply step did to the Secret.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -59,6 +60,8 @@ pub(crate) struct Synced {
     pub item_id: String,
     /// The item version the Secret holds now.
     pub item_version: u64,
+    /// Each entry of `spec.items` as resolved, with the item version the Secret holds now.
+    pub items: Vec<ItemStatus>,
     pub secret_name: String,
     pub write: Write,
     pub collisions: Vec<Collision>,
@@ -70,4 +73,21 @@ pub(crate) struct Synced {
     /// For a repair: `Some` when an Event should report it (and the repairs since the last
     /// one); `None` while repairs of a Secret under attack are aggregated.
     pub repair_event: Option<RepairReport>,
+}
+
+impl Synced {
+    /// The item versions the Secret holds, for messages: `item version 3`, and with more
+    /// items `item version 3 (items: api 2, db 7)`.
+    pub(crate) fn versions(&self) -> String {
+        let primary = format!("item version {}", self.item_version);
+        if self.items.is_empty() {
+            return primary;
+        }
+        let items: Vec<String> = self
+            .items
+            .iter()
+            .map(|i| format!("{} {}", i.name, i.item_version.unwrap_or_default()))
+            .collect();
+        format!("{primary} (items: {})", items.join(", "))
+    }
 }

@@ -225,6 +225,16 @@ impl Directory {
 
 /// Looks the vault and the item up through the directory.
 pub(crate) async fn resolve(ctx: &Context, path: &ItemRef<'_>) -> Result<Resolved, Error> {
+    resolve_in(&ctx.directory, &ctx.connect, path).await
+}
+
+/// [`resolve`] through any directory: the controller's shared one, or a fresh one for a
+/// preview.
+pub(crate) async fn resolve_in(
+    directory: &Directory,
+    connect: &ConnectClient,
+    path: &ItemRef<'_>,
+) -> Result<Resolved, Error> {
     let since = Instant::now();
     let vault_not_found = |message: String| Error::VaultNotFound {
         vault: path.vault.into(),
@@ -233,12 +243,11 @@ pub(crate) async fn resolve(ctx: &Context, path: &ItemRef<'_>) -> Result<Resolve
             message,
         },
     };
-    let vault = ctx
-        .directory
-        .vault(&ctx.connect, path.vault, since)
+    let vault = directory
+        .vault(connect, path.vault, since)
         .await?
         .ok_or_else(|| vault_not_found(format!("no vault named {:?} is visible to the token", path.vault)))?;
-    let item = match ctx.directory.item(&ctx.connect, &vault.id, path.item, since).await {
+    let item = match directory.item(connect, &vault.id, path.item, since).await {
         Ok(Some(item)) => item,
         Ok(None) => {
             return Err(path.item_not_found(ConnectError::NotFound {
@@ -248,7 +257,7 @@ pub(crate) async fn resolve(ctx: &Context, path: &ItemRef<'_>) -> Result<Resolve
         }
         // The vault is gone since the vaults were listed.
         Err(err) if err.is_not_found() => {
-            ctx.directory.forget_vault(&vault.id).await;
+            directory.forget_vault(&vault.id).await;
             return Err(vault_not_found(format!(
                 "vault {:?} is no longer visible to the token",
                 path.vault
@@ -293,12 +302,7 @@ mod tests {
 
     #[test]
     fn ids_in_status_are_reused_only_for_the_same_path() {
-        let mut opi = OnePasswordItem::new(
-            "app",
-            OnePasswordItemSpec {
-                item_path: "vaults/v/items/i".into(),
-            },
-        );
+        let mut opi = OnePasswordItem::new("app", OnePasswordItemSpec::item("vaults/v/items/i"));
         opi.status = Some(OnePasswordItemStatus {
             resolved_item_path: Some("vaults/v/items/i".into()),
             vault_id: Some("vid".into()),

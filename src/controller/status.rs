@@ -15,7 +15,7 @@ use super::error::Error;
 use super::outcome::{Synced, Write};
 use super::repairs::RepairReport;
 use crate::crd::{
-    ITEM_PATH_AMBIGUOUS, ItemCondition, KEY_COLLISION, KEYS_SKIPPED, OnePasswordItemStatus, READY, SYNCED,
+    ITEM_PATH_AMBIGUOUS, ItemCondition, ItemStatus, KEY_COLLISION, KEYS_SKIPPED, OnePasswordItemStatus, READY, SYNCED,
 };
 
 const MAX_MESSAGE: usize = 1024;
@@ -77,7 +77,7 @@ fn listing(entries: Vec<String>) -> String {
     }
 }
 
-fn collision_message(collisions: &[Collision]) -> String {
+pub(crate) fn collision_message(collisions: &[Collision]) -> String {
     format!(
         "{} key(s) have more than one source and hold only one of them: {}",
         collisions.len(),
@@ -85,7 +85,7 @@ fn collision_message(collisions: &[Collision]) -> String {
     )
 }
 
-fn skipped_message(skipped: &[Source]) -> String {
+pub(crate) fn skipped_message(skipped: &[Source]) -> String {
     format!(
         "{} name(s) cannot become a Secret key, so their values are not in the Secret (1Password's Go operator would reject the whole Secret): {}",
         skipped.len(),
@@ -130,10 +130,11 @@ pub(crate) fn next_status(
                     "True",
                     "Frozen",
                     format!(
-                        "the item has the tag {}: Secret {} keeps item version {}; remove the tag to resume syncing",
+                        "{} has the tag {}: Secret {} keeps {}; remove the tag to resume syncing",
+                        if synced.items.is_empty() { "the item" } else { "an item" },
                         crate::annotations::IGNORE_SECRET_TAG,
                         synced.secret_name,
-                        synced.item_version
+                        synced.versions()
                     ),
                 ),
                 // Kept the same while the fight lasts, so that it costs no status writes.
@@ -141,19 +142,16 @@ pub(crate) fn next_status(
                     "False",
                     "RepairBackoff",
                     format!(
-                        "something keeps changing Secret {} outside the operator; repairs to item version {} now wait up to {} s each",
+                        "something keeps changing Secret {} outside the operator; repairs to {} now wait up to {} s each",
                         synced.secret_name,
-                        synced.item_version,
+                        synced.versions(),
                         super::repairs::MAX_DELAY.as_secs()
                     ),
                 ),
                 _ => (
                     "True",
                     "Synced",
-                    format!(
-                        "Secret {} holds item version {}",
-                        synced.secret_name, synced.item_version
-                    ),
+                    format!("Secret {} holds {}", synced.secret_name, synced.versions()),
                 ),
             };
             set_condition(conditions, READY, ready, reason, message, generation, now);
@@ -164,8 +162,10 @@ pub(crate) fn next_status(
                     "False",
                     failure.reason,
                     format!(
-                        "{}; Secret {} keeps item version {}",
-                        failure.message, synced.secret_name, synced.item_version
+                        "{}; Secret {} keeps {}",
+                        failure.message,
+                        synced.secret_name,
+                        synced.versions()
                     ),
                     generation,
                     now,
@@ -175,7 +175,7 @@ pub(crate) fn next_status(
                     SYNCED,
                     "True",
                     "Confirmed",
-                    format!("Connect confirmed item version {}", synced.item_version),
+                    format!("Connect confirmed {}", synced.versions()),
                     generation,
                     now,
                 ),
@@ -205,12 +205,48 @@ pub(crate) fn next_status(
             next.vault_id = Some(synced.vault_id.clone());
             next.item_id = Some(synced.item_id.clone());
             next.item_version = Some(synced.item_version);
+            next.items = synced.items.clone();
             if synced.write.wrote() || next.last_synced_at.is_none() {
                 next.last_synced_at = Some(now.clone());
             }
         }
         Err(error) => {
             let (reason, message) = (error.reason(), error.message());
+            // The item was read but makes no Secret: keep its ids, so that the poller
+            // tries again when it changes. The Secret still holds what it held, unless the
+            // path now names another item.
+            let resolved = error.resolved();
+            if let Some(primary) = resolved.first() {
+                let key = &primary.key;
+                if next.vault_id.as_deref() != Some(key.vault_id.as_str())
+                    || next.item_id.as_deref() != Some(key.item_id.as_str())
+                {
+                    next.item_version = None;
+                }
+                next.resolved_item_path = Some(primary.path.clone());
+                next.vault_id = Some(key.vault_id.clone());
+                next.item_id = Some(key.item_id.clone());
+            }
+            if !resolved.is_empty() {
+                next.items = resolved
+                    .iter()
+                    .filter_map(|r| {
+                        let name = r.name.clone()?;
+                        let before = next.items.iter().find(|s| s.name == name);
+                        let same = before.is_some_and(|s| {
+                            s.vault_id.as_deref() == Some(r.key.vault_id.as_str())
+                                && s.item_id.as_deref() == Some(r.key.item_id.as_str())
+                        });
+                        Some(ItemStatus {
+                            item_version: before.filter(|_| same).and_then(|s| s.item_version),
+                            name,
+                            resolved_item_path: Some(r.path.clone()),
+                            vault_id: Some(r.key.vault_id.clone()),
+                            item_id: Some(r.key.item_id.clone()),
+                        })
+                    })
+                    .collect();
+            }
             if error.is_connect_failure() || error.is_not_found() {
                 set_condition(conditions, SYNCED, "False", reason, message.clone(), generation, now);
             }
@@ -271,7 +307,7 @@ pub(crate) fn events(
                 let message = condition(Some(next), SYNCED).and_then(|c| c.message.clone());
                 out.push(warning(failure.reason, message.unwrap_or_default()));
             }
-            let what = format!("Secret {} to item version {}", synced.secret_name, synced.item_version);
+            let what = format!("Secret {} to {}", synced.secret_name, synced.versions());
             let was_failing = before.is_some_and(|c| c.status != "True")
                 || condition(previous, SYNCED).is_some_and(|c| c.status == "False");
             match synced.write {
@@ -362,6 +398,7 @@ mod tests {
             vault_id: "vid".into(),
             item_id: "iid".into(),
             item_version: version,
+            items: vec![],
             secret_name: "db".into(),
             write,
             collisions: vec![],

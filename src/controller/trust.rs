@@ -2,15 +2,14 @@
 //! it left them, and must not read every item from Connect again to know that.
 //!
 //! A resource is trusted, and its reconcile ends without a Connect call or a write, when
-//! its status says it is in sync at its generation, the poller's listing of the vault shows
-//! the item still at the version status names, and the Secret as it is now carries our
+//! its status says it is in sync at its generation, the poller's listings show every item
+//! it references still at the version status names, and the Secret as it is now carries our
 //! keyed digest of its data at that version ([`super::digest`]) with everything else we set
 //! on it in place. Anything else (an item that changed, a Secret edited while we were down,
 //! a resource changed, no digest key) takes the whole pipeline, so it is repaired or updated
-//! from Connect, once. Only resources whose item is not cached are judged here: for those
-//! that are, the pipeline costs no Connect call anyway.
+//! from Connect, once. Only resources whose items are not cached are judged here: for those
+//! whose items are, the pipeline costs no Connect call anyway.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
@@ -18,10 +17,10 @@ use kube::api::Api;
 
 use super::Context;
 use super::apply::{Ownership, needs_write, ownership, with_digest_of};
-use super::build::{ItemData, SecretTarget, build_secret};
+use super::build::{SecretTarget, secret_without_data};
 use super::digest;
 use super::known::{self, Freshness};
-use super::resolve::ItemRef;
+use super::references::references;
 use crate::crd::OnePasswordItem;
 
 /// How long a reconcile waits for the poller's first round, which lists every vault.
@@ -38,39 +37,33 @@ pub(crate) async fn trusted(ctx: &Context, opi: &OnePasswordItem) -> bool {
     if !status.is_in_sync() || status.observed_generation != opi.metadata.generation {
         return false;
     }
-    let Ok(path) = ItemRef::parse(&opi.spec.item_path) else {
+    let Ok(references) = references(opi) else {
         return false;
     };
-    let (Some(item), Some(version)) = (path.ids_in_status(opi), status.item_version) else {
+    // Every referenced item: resolved for its path, not cached, listed at the version held.
+    for reference in &references {
+        let (Some(item), Some(version)) = (&reference.ids, reference.held_version) else {
+            return false;
+        };
+        if ctx.items.peek(item).is_some() || ctx.vault_failure(&item.vault_id).is_some() {
+            return false;
+        }
+        let listed = ctx
+            .directory
+            .listed_version(&item.vault_id, &item.item_id, FIRST_POLL_WAIT)
+            .await;
+        if listed != Some(version) {
+            return false;
+        }
+    }
+    let primary = &references[0];
+    let (Some(item), Some(version)) = (&primary.ids, primary.held_version) else {
         return false;
     };
-    if ctx.items.peek(&item).is_some() || ctx.vault_failure(&item.vault_id).is_some() {
-        return false;
-    }
-    let listed = ctx
-        .directory
-        .listed_version(&item.vault_id, &item.item_id, FIRST_POLL_WAIT)
-        .await;
-    if listed != Some(version) {
-        return false;
-    }
     // Everything we set but the data, which the digest vouches for.
     let target = SecretTarget::for_item(opi, ctx.settings.copy_annotations);
-    let skeleton = ItemData {
-        id: item.item_id.clone(),
-        version,
-        ..ItemData::default()
-    };
-    let Ok(built) = build_secret(
-        &target,
-        &item.vault_id,
-        &skeleton,
-        &BTreeMap::new(),
-        ctx.settings.mapping,
-    ) else {
-        return false;
-    };
-    let fingerprint = known::fingerprint(&built.secret);
+    let desired = secret_without_data(&target, &item.vault_id, &item.item_id, version);
+    let fingerprint = known::fingerprint(&desired);
     let params = match ctx.known.freshness(&target.namespace, &target.name, fingerprint) {
         Freshness::Current => return true,
         // The watch has no Secret of ours by that name.
@@ -82,7 +75,7 @@ pub(crate) async fn trusted(ctx: &Context, opi: &OnePasswordItem) -> bool {
     let Ok(existing) = secrets.get_with(&target.name, &params).await else {
         return false;
     };
-    let mut expected = with_digest_of(&built.secret, &existing);
+    let mut expected = with_digest_of(&desired, &existing);
     expected.data = existing.data.clone();
     let holds = ownership(&existing, opi, &target.name) == Ownership::Ours
         && !needs_write(&existing, &expected)

@@ -165,7 +165,7 @@ impl Harness {
         path: &str,
         edit: impl FnOnce(&mut OnePasswordItem),
     ) -> OnePasswordItem {
-        let mut opi = OnePasswordItem::new(name, OnePasswordItemSpec { item_path: path.into() });
+        let mut opi = OnePasswordItem::new(name, OnePasswordItemSpec::item(path));
         edit(&mut opi);
         self.items().create(&PostParams::default(), &opi).await.unwrap()
     }

@@ -160,12 +160,7 @@ async fn namespace(client: &Client, name: &str) {
 /// that one-time cost out of the figures.
 async fn warm_up(client: &Client, ns: &str) {
     let items: Api<OnePasswordItem> = Api::namespaced(client.clone(), ns);
-    let opi = OnePasswordItem::new(
-        "warm-up",
-        OnePasswordItemSpec {
-            item_path: "vaults/V0/items/item-0".into(),
-        },
-    );
+    let opi = OnePasswordItem::new("warm-up", OnePasswordItemSpec::item("vaults/V0/items/item-0"));
     items.create(&PostParams::default(), &opi).await.unwrap();
     items.delete("warm-up", &Default::default()).await.unwrap();
 }
@@ -225,7 +220,7 @@ async fn create_items(items: &Api<OnePasswordItem>, n: usize, path: impl Fn(usiz
             let items = items.clone();
             let path = path(i);
             async move {
-                let opi = OnePasswordItem::new(&format!("item-{i}"), OnePasswordItemSpec { item_path: path });
+                let opi = OnePasswordItem::new(&format!("item-{i}"), OnePasswordItemSpec::item(path));
                 items.create(&PostParams::default(), &opi).await.unwrap();
             }
         })
@@ -305,12 +300,7 @@ async fn essential_writes(client: &Client, n: usize) -> Duration {
         let (items, secrets) = (items.clone(), secrets.clone());
         async move {
             let name = format!("item-{i}");
-            let opi = OnePasswordItem::new(
-                &name,
-                OnePasswordItemSpec {
-                    item_path: path_by_title(i),
-                },
-            );
+            let opi = OnePasswordItem::new(&name, OnePasswordItemSpec::item(path_by_title(i)));
             let created = items.create(&PostParams::default(), &opi).await.unwrap();
             let secret = plain_secret(i, format!("initial-{i}"), created.controller_owner_ref(&()));
             secrets
