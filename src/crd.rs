@@ -418,7 +418,7 @@ fn ready_column(name: &str, json_path: &str, type_: &str, description: &str) -> 
 pub fn crd() -> CustomResourceDefinition {
     let schema = json!({
         "type": "object",
-        "description": "Syncs one 1Password item, read through 1Password Connect, into a Secret of the same name and namespace.",
+        "description": "Syncs 1Password items, read through 1Password Connect, into a Secret of the same name and namespace: every key of the item at itemPath, or the keys that fields, items and template.data make.",
         "required": ["spec"],
         "properties": {
             "apiVersion": {"type": "string"},
