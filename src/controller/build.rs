@@ -490,21 +490,8 @@ pub(crate) fn build_secret(
 ) -> Result<BuiltSecret, BuildError> {
     let primary = sources.first().expect("a resource references at least one item");
     let mut out = SecretData::default();
-    let mut origins: BTreeMap<String, String> = BTreeMap::new();
-    let mut add = |part: BTreeMap<String, Vec<u8>>, origin: String, out: &mut SecretData| {
-        for (key, value) in part {
-            if let Some(first) = origins.get(&key) {
-                return Err(BuildError::KeyCollision {
-                    key,
-                    first: first.clone(),
-                    second: origin,
-                });
-            }
-            origins.insert(key.clone(), origin.clone());
-            out.data.insert(key, value);
-        }
-        Ok(())
-    };
+    // Each source's keys, with where they come from; merged once all are made.
+    let mut parts: Vec<(String, BTreeMap<String, Vec<u8>>)> = Vec::with_capacity(sources.len() + 1);
     for source in sources {
         let everything = source.fields.is_empty() && (source.name.is_some() || target.templates.is_empty());
         let part = if everything {
@@ -518,7 +505,7 @@ pub(crate) fn build_secret(
                 None => e,
             })?
         };
-        add(part, source.origin(), &mut out)?;
+        parts.push((source.origin(), part));
     }
     if !target.templates.is_empty() {
         let main = sources.iter().find(|s| s.name.is_none()).map(|s| (s.item, s.files));
@@ -527,8 +514,9 @@ pub(crate) fn build_secret(
             .filter_map(|s| Some((s.name?, (s.item, s.files))))
             .collect();
         let rendered = render(&target.templates, main, &named, options)?;
-        add(rendered, "template.data".into(), &mut out)?;
+        parts.push(("template.data".into(), rendered));
     }
+    out.data = merge(parts)?;
     let bytes = out.total_bytes();
     if bytes > MAX_SECRET_BYTES {
         return Err(BuildError::TooLarge { bytes });
@@ -540,6 +528,28 @@ pub(crate) fn build_secret(
         collisions: out.collisions,
         skipped: out.skipped,
     })
+}
+
+/// The parts of the data, in order, as one map; a key made by two parts is an error naming
+/// both. A single part (a plain resource) is taken as it is, with no per-key work.
+fn merge(parts: Vec<(String, BTreeMap<String, Vec<u8>>)>) -> Result<BTreeMap<String, Vec<u8>>, BuildError> {
+    for (index, (second, part)) in parts.iter().enumerate().skip(1) {
+        for key in part.keys() {
+            if let Some((first, _)) = parts[..index].iter().find(|(_, earlier)| earlier.contains_key(key)) {
+                return Err(BuildError::KeyCollision {
+                    key: key.clone(),
+                    first: first.clone(),
+                    second: second.clone(),
+                });
+            }
+        }
+    }
+    let mut parts = parts.into_iter().map(|(_, part)| part);
+    let mut data = parts.next().unwrap_or_default();
+    for part in parts {
+        data.extend(part);
+    }
+    Ok(data)
 }
 
 /// Everything of the desired Secret but its data: what a restarted operator checks before

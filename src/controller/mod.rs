@@ -50,13 +50,12 @@ pub use digest::{DigestKey, load_or_create_key};
 pub(crate) use error::Error;
 
 use crate::annotations::IGNORE_SECRET_TAG;
-use crate::crd::ItemStatus;
 use crate::crd::OnePasswordItem;
 use crate::kubernetes::remove_legacy_finalizer;
-use build::{ItemSource, SecretTarget, build_secret};
+use build::SecretTarget;
 use fetch::Fetched;
 use outcome::{Synced, Write};
-use references::references;
+use references::{build_for, references};
 
 #[instrument(skip_all, fields(name = %opi.name_any(), namespace = opi.namespace().unwrap_or_default()))]
 pub(crate) async fn reconcile(opi: Arc<OnePasswordItem>, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -143,21 +142,8 @@ async fn sync(opi: &OnePasswordItem, ctx: &Context) -> Result<Synced, Error> {
     let refs = references(opi)?;
     let fetched = futures::future::try_join_all(refs.iter().map(|r| fetch::fetch(ctx, &r.path, r.ids.clone()))).await?;
     let target = SecretTarget::for_item(opi, ctx.settings.copy_annotations);
-    let sources: Vec<ItemSource<'_>> = refs
-        .iter()
-        .zip(&fetched)
-        .map(|(r, f)| ItemSource {
-            name: r.name,
-            vault_id: &f.key.vault_id,
-            item: &f.cached.item,
-            files: &f.cached.files,
-            fields: r.fields,
-        })
-        .collect();
-    let mut built = build_secret(&target, &sources, ctx.settings.mapping).map_err(|source| Error::Build {
-        resolved: refs.iter().zip(&fetched).map(|(r, f)| r.resolved(&f.key)).collect(),
-        source,
-    })?;
+    let items: Vec<_> = fetched.iter().map(|f| (&f.key, f.cached.as_ref())).collect();
+    let mut built = build_for(&target, &refs, &items, ctx.settings.mapping)?;
     if let Some(key) = &ctx.settings.digest_key {
         digest::seal(&mut built.secret, key, ctx.settings.mapping);
     }
@@ -179,16 +165,11 @@ async fn sync(opi: &OnePasswordItem, ctx: &Context) -> Result<Synced, Error> {
         .iter()
         .zip(&fetched)
         .filter_map(|(r, f)| {
-            Some(ItemStatus {
-                name: r.name?.to_owned(),
-                resolved_item_path: Some(r.path.path.to_owned()),
-                vault_id: Some(f.key.vault_id.clone()),
-                item_id: Some(f.key.item_id.clone()),
-                item_version: Some(match r.held_version {
-                    Some(held) if kept => held,
-                    _ => f.cached.item.version,
-                }),
-            })
+            let held = match r.held_version {
+                Some(held) if kept => held,
+                _ => f.cached.item.version,
+            };
+            r.resolved(&f.key).item_status(Some(held))
         })
         .collect();
     let primary_path = refs[0].path.path.to_owned();

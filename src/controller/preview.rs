@@ -4,10 +4,10 @@
 
 use k8s_openapi::api::core::v1::Secret;
 
-use super::build::{ItemSource, MappingOptions, SecretTarget, build_secret};
+use super::build::{MappingOptions, SecretTarget};
 use super::error::Error;
 use super::fetch::fetch_item;
-use super::references::references;
+use super::references::{build_for, references};
 use super::resolve::{Directory, resolve_in};
 use super::status::{collision_message, skipped_message};
 use crate::connect::ConnectClient;
@@ -59,25 +59,11 @@ pub async fn preview(
     let mut stored = opi.clone();
     stored.metadata.uid.get_or_insert_with(|| "preview".into());
     let target = SecretTarget::for_item(&stored, copy_annotations);
-    let sources: Vec<ItemSource<'_>> = refs
+    let items: Vec<_> = fetched
         .iter()
-        .zip(&fetched)
-        .map(|(r, (resolved, cached))| ItemSource {
-            name: r.name,
-            vault_id: &resolved.key.vault_id,
-            item: &cached.item,
-            files: &cached.files,
-            fields: r.fields,
-        })
+        .map(|(resolved, cached)| (&resolved.key, cached))
         .collect();
-    let mut built = build_secret(&target, &sources, mapping).map_err(|source| Error::Build {
-        resolved: refs
-            .iter()
-            .zip(&fetched)
-            .map(|(r, (resolved, _))| r.resolved(&resolved.key))
-            .collect(),
-        source,
-    })?;
+    let mut built = build_for(&target, &refs, &items, mapping)?;
     built.secret.metadata.owner_references = None;
     let mut warnings = Vec::new();
     if !built.collisions.is_empty() {

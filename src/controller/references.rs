@@ -3,8 +3,9 @@
 //! reference is the primary one: the Secret's `item-path` and `item-version` annotations and
 //! the top-level status fields describe it (the main item, or else the first entry).
 
+use super::build::{BuiltSecret, ItemSource, MappingOptions, SecretTarget, build_secret};
 use super::error::Error;
-use super::fetch::ItemKey;
+use super::fetch::{CachedItem, ItemKey};
 use super::resolve::ItemRef;
 use crate::crd::{ItemStatus, OnePasswordItem, SecretField};
 
@@ -38,6 +39,49 @@ impl Reference<'_> {
             key: key.clone(),
         }
     }
+}
+
+impl ResolvedRef {
+    /// Its entry in `status.items`, holding `item_version`; `None` for the main item, which
+    /// the top-level status fields describe.
+    pub(crate) fn item_status(&self, item_version: Option<u64>) -> Option<ItemStatus> {
+        Some(ItemStatus {
+            name: self.name.clone()?,
+            resolved_item_path: Some(self.path.clone()),
+            vault_id: Some(self.key.vault_id.clone()),
+            item_id: Some(self.key.item_id.clone()),
+            item_version,
+        })
+    }
+}
+
+/// The Secret of the referenced items, fetched in the same order with the ids each
+/// resolved to; a build error carries those ids, for status.
+pub(crate) fn build_for(
+    target: &SecretTarget,
+    references: &[Reference<'_>],
+    fetched: &[(&ItemKey, &CachedItem)],
+    mapping: MappingOptions,
+) -> Result<BuiltSecret, Error> {
+    let sources: Vec<ItemSource<'_>> = references
+        .iter()
+        .zip(fetched)
+        .map(|(r, (key, cached))| ItemSource {
+            name: r.name,
+            vault_id: &key.vault_id,
+            item: &cached.item,
+            files: &cached.files,
+            fields: r.fields,
+        })
+        .collect();
+    build_secret(target, &sources, mapping).map_err(|source| Error::Build {
+        resolved: references
+            .iter()
+            .zip(fetched)
+            .map(|(r, (key, _))| r.resolved(key))
+            .collect(),
+        source,
+    })
 }
 
 /// Every item `opi` references, the primary one first.

@@ -15,7 +15,7 @@ use super::error::Error;
 use super::outcome::{Synced, Write};
 use super::repairs::RepairReport;
 use crate::crd::{
-    ITEM_PATH_AMBIGUOUS, ItemCondition, ItemStatus, KEY_COLLISION, KEYS_SKIPPED, OnePasswordItemStatus, READY, SYNCED,
+    ITEM_PATH_AMBIGUOUS, ItemCondition, KEY_COLLISION, KEYS_SKIPPED, OnePasswordItemStatus, READY, SYNCED,
 };
 
 const MAX_MESSAGE: usize = 1024;
@@ -231,19 +231,17 @@ pub(crate) fn next_status(
                 next.items = resolved
                     .iter()
                     .filter_map(|r| {
-                        let name = r.name.clone()?;
-                        let before = next.items.iter().find(|s| s.name == name);
-                        let same = before.is_some_and(|s| {
-                            s.vault_id.as_deref() == Some(r.key.vault_id.as_str())
-                                && s.item_id.as_deref() == Some(r.key.item_id.as_str())
-                        });
-                        Some(ItemStatus {
-                            item_version: before.filter(|_| same).and_then(|s| s.item_version),
-                            name,
-                            resolved_item_path: Some(r.path.clone()),
-                            vault_id: Some(r.key.vault_id.clone()),
-                            item_id: Some(r.key.item_id.clone()),
-                        })
+                        // The version held stays only while the entry names the same item.
+                        let held = next
+                            .items
+                            .iter()
+                            .find(|s| Some(&s.name) == r.name.as_ref())
+                            .filter(|s| {
+                                s.vault_id.as_deref() == Some(r.key.vault_id.as_str())
+                                    && s.item_id.as_deref() == Some(r.key.item_id.as_str())
+                            })
+                            .and_then(|s| s.item_version);
+                        r.item_status(held)
                     })
                     .collect();
             }

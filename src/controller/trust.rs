@@ -41,10 +41,14 @@ pub(crate) async fn trusted(ctx: &Context, opi: &OnePasswordItem) -> bool {
         return false;
     };
     // Every referenced item: resolved for its path, not cached, listed at the version held.
-    for reference in &references {
-        let (Some(item), Some(version)) = (&reference.ids, reference.held_version) else {
-            return false;
-        };
+    let Some(held) = references
+        .iter()
+        .map(|r| r.ids.as_ref().zip(r.held_version))
+        .collect::<Option<Vec<_>>>()
+    else {
+        return false;
+    };
+    for &(item, version) in &held {
         if ctx.items.peek(item).is_some() || ctx.vault_failure(&item.vault_id).is_some() {
             return false;
         }
@@ -56,10 +60,7 @@ pub(crate) async fn trusted(ctx: &Context, opi: &OnePasswordItem) -> bool {
             return false;
         }
     }
-    let primary = &references[0];
-    let (Some(item), Some(version)) = (&primary.ids, primary.held_version) else {
-        return false;
-    };
+    let (item, version) = held[0];
     // Everything we set but the data, which the digest vouches for.
     let target = SecretTarget::for_item(opi, ctx.settings.copy_annotations);
     let desired = secret_without_data(&target, &item.vault_id, &item.item_id, version);
