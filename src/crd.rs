@@ -85,7 +85,7 @@ pub struct OnePasswordItemSpec {
     pub items: Vec<ItemReference>,
     /// What the Secret carries besides its data.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub template: Option<SecretTemplate>,
+    pub template: Option<Box<SecretTemplate>>,
 }
 
 /// Another item whose keys go into the same Secret.

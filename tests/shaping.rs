@@ -379,10 +379,10 @@ async fn a_template_error_keeps_the_secret_and_shows_no_value() {
         return;
     };
     h.create_with("url", "vaults/Demo/items/Database", |opi| {
-        opi.spec.template = Some(SecretTemplate {
+        opi.spec.template = Some(Box::new(SecretTemplate {
             data: [("URL".to_string(), "{{ item.username }}@{{ item.host }}".to_string())].into(),
             ..SecretTemplate::default()
-        });
+        }));
     })
     .await;
     let before = h

@@ -39,36 +39,38 @@ pub(crate) const MAX_KEY_LENGTH: usize = 253;
 /// sections, generator recipes, password details and one-time codes that no Secret uses).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct ItemData {
-    pub id: String,
+    pub id: Box<str>,
     pub version: u64,
-    pub tags: Vec<String>,
-    pub sections: Vec<SectionData>,
-    pub urls: Vec<UrlData>,
-    pub fields: Vec<FieldData>,
-    pub files: Vec<FileData>,
+    pub tags: Box<[Box<str>]>,
+    pub sections: Box<[SectionData]>,
+    pub urls: Box<[UrlData]>,
+    pub fields: Box<[FieldData]>,
+    pub files: Box<[FileData]>,
 }
 
+// Held for every cached item, so kept small: boxed strings and slices, 8 bytes less than
+// `String` and `Vec` each (at 10,000 items, about 1 MiB).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct UrlData {
-    pub label: String,
-    pub href: String,
+    pub label: Box<str>,
+    pub href: Box<str>,
     pub primary: bool,
 }
 
 /// A section of an item: what `spec.fields[].section` names.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct SectionData {
-    pub id: String,
-    pub label: String,
+    pub id: Box<str>,
+    pub label: Box<str>,
 }
 
 #[derive(Clone, Default, PartialEq, Eq)]
 pub(crate) struct FieldData {
-    pub id: String,
-    pub label: String,
+    pub id: Box<str>,
+    pub label: Box<str>,
     /// The id of the field's section, if any.
-    pub section: Option<String>,
-    pub value: String,
+    pub section: Option<Box<str>>,
+    pub value: Box<str>,
 }
 
 /// Values are secret: `Debug` shows only whether there is one.
@@ -86,37 +88,38 @@ impl std::fmt::Debug for FieldData {
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct FileData {
-    pub id: String,
-    pub name: String,
+    pub id: Box<str>,
+    pub name: Box<str>,
 }
 
 impl ItemData {
     pub(crate) fn has_tag(&self, tag: &str) -> bool {
-        self.tags.iter().any(|t| t == tag)
+        self.tags.iter().any(|t| &**t == tag)
     }
 }
 
 impl From<&FullItem> for ItemData {
     /// Copies what the mapping reads; every list and string is allocated to its exact size.
     fn from(item: &FullItem) -> Self {
+        let text = |s: &String| Box::<str>::from(s.as_str());
         Self {
-            id: item.id.clone(),
+            id: text(&item.id),
             version: item.version,
-            tags: item.tags.clone(),
+            tags: item.tags.iter().map(text).collect(),
             sections: item
                 .sections
                 .iter()
                 .map(|s| SectionData {
-                    id: s.id.clone(),
-                    label: s.label.clone(),
+                    id: text(&s.id),
+                    label: text(&s.label),
                 })
                 .collect(),
             urls: item
                 .urls
                 .iter()
                 .map(|u| UrlData {
-                    label: u.label.clone(),
-                    href: u.href.clone(),
+                    label: text(&u.label),
+                    href: text(&u.href),
                     primary: u.primary,
                 })
                 .collect(),
@@ -124,18 +127,18 @@ impl From<&FullItem> for ItemData {
                 .fields
                 .iter()
                 .map(|f| FieldData {
-                    id: f.id.clone(),
-                    label: f.label.clone(),
-                    section: f.section.as_ref().map(|s| s.id.clone()),
-                    value: f.value.clone(),
+                    id: text(&f.id),
+                    label: text(&f.label),
+                    section: f.section.as_ref().map(|s| text(&s.id)),
+                    value: text(&f.value),
                 })
                 .collect(),
             files: item
                 .files
                 .iter()
                 .map(|f| FileData {
-                    id: f.id.clone(),
-                    name: f.name.clone(),
+                    id: text(&f.id),
+                    name: text(&f.name),
                 })
                 .collect(),
         }
@@ -215,7 +218,7 @@ pub(crate) fn build_data(item: &ItemData, files: &BTreeMap<String, Vec<u8>>, opt
             continue;
         }
         let source = Source::Url {
-            label: url.label.clone(),
+            label: url.label.to_string(),
         };
         let Some(key) = sanitize_key(&url.label) else {
             out.skipped.push(source);
@@ -232,7 +235,7 @@ pub(crate) fn build_data(item: &ItemData, files: &BTreeMap<String, Vec<u8>>, opt
         };
         let entry = writers.entry(key.clone()).or_default();
         if replace {
-            out.data.insert(key.clone(), url.href.clone().into_bytes());
+            out.data.insert(key.clone(), url.href.as_bytes().to_vec());
             url_is_primary.insert(key, url.primary);
             entry.push(source);
         } else {
@@ -245,25 +248,25 @@ pub(crate) fn build_data(item: &ItemData, files: &BTreeMap<String, Vec<u8>>, opt
             continue;
         }
         let source = Source::Field {
-            label: field.label.clone(),
+            label: field.label.to_string(),
         };
         let Some(key) = sanitize_key(&field.label) else {
             out.skipped.push(source);
             continue;
         };
-        out.data.insert(key.clone(), field.value.clone().into_bytes());
+        out.data.insert(key.clone(), field.value.as_bytes().to_vec());
         writers.entry(key).or_default().push(source);
     }
 
     for file in &item.files {
         let source = Source::File {
-            name: file.name.clone(),
+            name: file.name.to_string(),
         };
         let Some(key) = sanitize_key(&file.name) else {
             out.skipped.push(source);
             continue;
         };
-        let Some(bytes) = files.get(&file.id) else { continue };
+        let Some(bytes) = files.get(&*file.id) else { continue };
         if bytes.is_empty() && !options.allow_empty_values {
             continue;
         }
@@ -1150,13 +1153,13 @@ mod tests {
         let mut opi = OnePasswordItem::new(
             "db",
             crate::crd::OnePasswordItemSpec {
-                template: Some(crate::crd::SecretTemplate {
+                template: Some(Box::new(crate::crd::SecretTemplate {
                     metadata: Some(crate::crd::TemplateMetadata {
                         labels: pairs(labels),
                         annotations: pairs(annotations),
                     }),
                     ..crate::crd::SecretTemplate::default()
-                }),
+                })),
                 ..crate::crd::OnePasswordItemSpec::item("vaults/v/items/i")
             },
         );
@@ -1267,11 +1270,11 @@ mod tests {
         full.fields[1].section = Some(SectionRef { id: "s1".into() });
         full.fields.reserve(16);
         let data = ItemData::from(&full);
-        assert_eq!(data.id, full.id);
+        assert_eq!(*data.id, *full.id);
         assert_eq!(data.version, full.version);
         assert!(data.has_tag("prod") && !data.has_tag("dev"));
         assert_eq!(
-            data.fields,
+            *data.fields,
             [
                 FieldData {
                     id: "username".into(),
@@ -1288,15 +1291,14 @@ mod tests {
             ]
         );
         assert_eq!(
-            data.sections,
+            *data.sections,
             [SectionData {
                 id: "s1".into(),
                 label: "Production".into()
             }]
         );
-        assert_eq!(data.fields.capacity(), 2, "no spare slots");
         assert_eq!(
-            data.urls,
+            *data.urls,
             [UrlData {
                 label: "website".into(),
                 href: "https://example.com".into(),
@@ -1304,7 +1306,7 @@ mod tests {
             }]
         );
         assert_eq!(
-            data.files,
+            *data.files,
             [FileData {
                 id: "f1".into(),
                 name: "cert.pem".into()
@@ -1315,5 +1317,17 @@ mod tests {
             shown.contains("username") && !shown.contains("\"u\"") && !shown.contains("\"p\""),
             "{shown}"
         );
+    }
+
+    /// Every cached item holds these: their size is the operator's memory at 10,000
+    /// resources (docs/benchmarks.md).
+    #[test]
+    fn cached_item_parts_stay_small() {
+        use std::mem::size_of;
+        assert_eq!(size_of::<FieldData>(), 64);
+        assert_eq!(size_of::<UrlData>(), 40);
+        assert_eq!(size_of::<ItemData>(), 104);
+        // The watch cache holds every OnePasswordItem: the optional template stays a pointer.
+        assert_eq!(size_of::<crate::crd::OnePasswordItemSpec>(), 80);
     }
 }

@@ -87,14 +87,14 @@ fn value_of(item: &ItemData, files: &BTreeMap<String, Vec<u8>>, entry: &SecretFi
         let in_scope: Vec<&FieldData> = item
             .fields
             .iter()
-            .filter(|f| section.is_none_or(|s| f.section.as_deref() == Some(s.id.as_str())))
+            .filter(|f| section.is_none_or(|s| f.section.as_deref() == Some(&*s.id)))
             .collect();
         let field = one_by_id_or_label(&in_scope, wanted, |f| &f.id, |f| &f.label).map_err(|matched| {
             let scope = if section.is_some() { "that section" } else { "the item" };
             if matched.is_empty() {
                 not_found(format!("no field of {scope} has that id or label"))
             } else {
-                let ids: Vec<&str> = matched.iter().map(|f| f.id.as_str()).collect();
+                let ids: Vec<&str> = matched.iter().map(|f| &*f.id).collect();
                 ambiguous(format!(
                     "{} fields of {scope} have that label (ids {}); name the field by id, or add a section",
                     matched.len(),
@@ -102,7 +102,7 @@ fn value_of(item: &ItemData, files: &BTreeMap<String, Vec<u8>>, entry: &SecretFi
                 ))
             }
         })?;
-        return Ok(field.value.clone().into_bytes());
+        return Ok(field.value.as_bytes().to_vec());
     }
     if let Some(wanted) = &entry.file {
         let all: Vec<_> = item.files.iter().collect();
@@ -110,7 +110,7 @@ fn value_of(item: &ItemData, files: &BTreeMap<String, Vec<u8>>, entry: &SecretFi
             if matched.is_empty() {
                 not_found("no file of the item has that id or name".into())
             } else {
-                let ids: Vec<&str> = matched.iter().map(|f| f.id.as_str()).collect();
+                let ids: Vec<&str> = matched.iter().map(|f| &*f.id).collect();
                 ambiguous(format!(
                     "{} files of the item have that name (ids {}); name the file by id",
                     matched.len(),
@@ -119,14 +119,14 @@ fn value_of(item: &ItemData, files: &BTreeMap<String, Vec<u8>>, entry: &SecretFi
             }
         })?;
         return files
-            .get(&file.id)
+            .get(&*file.id)
             .cloned()
             .ok_or_else(|| not_found("the file's content could not be read".into()));
     }
     if let Some(wanted) = &entry.url {
-        let matched: Vec<_> = item.urls.iter().filter(|u| &u.label == wanted).collect();
+        let matched: Vec<_> = item.urls.iter().filter(|u| *u.label == **wanted).collect();
         return match matched[..] {
-            [url] => Ok(url.href.clone().into_bytes()),
+            [url] => Ok(url.href.as_bytes().to_vec()),
             [] => Err(not_found("no URL of the item has that label".into())),
             _ => Err(ambiguous(format!("{} URLs of the item have that label", matched.len()))),
         };
@@ -140,10 +140,10 @@ fn value_of(item: &ItemData, files: &BTreeMap<String, Vec<u8>>, entry: &SecretFi
 fn one_by_id_or_label<'a, T>(
     candidates: &[&'a T],
     wanted: &str,
-    id: impl Fn(&T) -> &String,
-    label: impl Fn(&T) -> &String,
+    id: impl Fn(&T) -> &str,
+    label: impl Fn(&T) -> &str,
 ) -> Result<&'a T, Vec<&'a T>> {
-    for key in [&id as &dyn Fn(&T) -> &String, &label] {
+    for key in [&id as &dyn Fn(&T) -> &str, &label] {
         let matched: Vec<&T> = candidates.iter().copied().filter(|c| key(c) == wanted).collect();
         match matched.len() {
             0 => continue,
@@ -185,7 +185,7 @@ mod tests {
         ItemData {
             id: "item".into(),
             version: 3,
-            sections: vec![section("s-prod", "Production"), section("s-stage", "Staging")],
+            sections: vec![section("s-prod", "Production"), section("s-stage", "Staging")].into(),
             fields: vec![
                 field("username", "username", None, "admin"),
                 field("password", "password", None, "pw"),
@@ -193,7 +193,8 @@ mod tests {
                 field("s1", "host", Some("s-stage"), "db.stage"),
                 field("empty", "note", None, ""),
                 field("password2", "password", Some("s-prod"), "prod-pw"),
-            ],
+            ]
+            .into(),
             files: vec![
                 FileData {
                     id: "f1".into(),
@@ -207,7 +208,8 @@ mod tests {
                     id: "f3".into(),
                     name: "dup.txt".into(),
                 },
-            ],
+            ]
+            .into(),
             urls: vec![
                 UrlData {
                     label: "console".into(),
@@ -224,7 +226,8 @@ mod tests {
                     href: "https://b".into(),
                     primary: false,
                 },
-            ],
+            ]
+            .into(),
             ..ItemData::default()
         }
     }

@@ -107,46 +107,41 @@ fn item_context(item: &ItemData, files: &BTreeMap<String, Vec<u8>>, options: Map
     let section_label = |id: &str| {
         item.sections
             .iter()
-            .find(|s| s.id == id)
-            .map(|s| s.label.clone())
+            .find(|s| &*s.id == id)
+            .map(|s| &*s.label)
             .unwrap_or_default()
     };
-    let section = |id: Option<&String>| match id {
-        Some(id) => object([
-            ("id", Value::from(id.as_str())),
-            ("label", Value::from(section_label(id))),
-        ]),
+    let section = |id: Option<&str>| match id {
+        Some(id) => object([("id", Value::from(id)), ("label", Value::from(section_label(id)))]),
         None => Value::from(()),
     };
     let fields = item.fields.iter().map(|f| {
         object([
-            ("id", Value::from(f.id.as_str())),
-            ("label", Value::from(f.label.as_str())),
-            ("section", section(f.section.as_ref())),
-            ("value", Value::from(f.value.as_str())),
+            ("id", Value::from(&*f.id)),
+            ("label", Value::from(&*f.label)),
+            ("section", section(f.section.as_deref())),
+            ("value", Value::from(&*f.value)),
         ])
     });
     context.insert("fields".into(), Value::from_iter(fields));
-    let sections = item.sections.iter().map(|s| {
-        object([
-            ("id", Value::from(s.id.as_str())),
-            ("label", Value::from(s.label.as_str())),
-        ])
-    });
+    let sections = item
+        .sections
+        .iter()
+        .map(|s| object([("id", Value::from(&*s.id)), ("label", Value::from(&*s.label))]));
     context.insert("sections".into(), Value::from_iter(sections));
     let file_values = item.files.iter().map(|f| {
-        let content = files.get(&f.id).map_or(Value::from(()), |bytes| text_or_bytes(bytes));
+        let content = files.get(&*f.id).map_or(Value::from(()), |bytes| text_or_bytes(bytes));
         object([
-            ("id", Value::from(f.id.as_str())),
-            ("name", Value::from(f.name.as_str())),
+            ("id", Value::from(&*f.id)),
+            ("name", Value::from(&*f.name)),
             ("content", content),
         ])
     });
     context.insert("files".into(), Value::from_iter(file_values));
     let urls = item.urls.iter().map(|u| {
         object([
-            ("label", Value::from(u.label.as_str())),
-            ("href", Value::from(u.href.as_str())),
+            ("label", Value::from(&*u.label)),
+            ("href", Value::from(&*u.href)),
             ("primary", Value::from(u.primary)),
         ])
     });
@@ -227,7 +222,8 @@ mod tests {
             sections: vec![SectionData {
                 id: "conn".into(),
                 label: "Connection".into(),
-            }],
+            }]
+            .into(),
             fields: vec![
                 FieldData {
                     id: "username".into(),
@@ -247,16 +243,19 @@ mod tests {
                     section: Some("conn".into()),
                     value: "db.internal".into(),
                 },
-            ],
+            ]
+            .into(),
             files: vec![FileData {
                 id: "f1".into(),
                 name: "ca.pem".into(),
-            }],
+            }]
+            .into(),
             urls: vec![UrlData {
                 label: "website".into(),
                 href: "https://example.com".into(),
                 primary: true,
-            }],
+            }]
+            .into(),
             ..ItemData::default()
         }
     }
