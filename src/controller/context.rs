@@ -17,6 +17,7 @@ use super::outcome::ConnectFailure;
 use super::repairs::RepairThrottle;
 use super::resolve::Directory;
 use super::status::EventSpec;
+use super::written_status::WrittenStatuses;
 use crate::connect::ConnectClient;
 use crate::crd::OnePasswordItem;
 use crate::events::EventPublisher;
@@ -79,6 +80,8 @@ pub struct Context {
     pub(crate) events: EventPublisher,
     /// Repairs of Secrets that something keeps changing: backed off, Events aggregated.
     pub(crate) repairs: RepairThrottle,
+    /// Statuses written that the watch cache may not show yet.
+    pub(crate) written_statuses: WrittenStatuses,
     failures: Mutex<HashMap<ObjectRef<OnePasswordItem>, u32>>,
     /// Vaults the poller could not check last time, and why.
     vault_failures: Mutex<HashMap<String, ConnectFailure>>,
@@ -93,6 +96,7 @@ impl Context {
             restarter: Restarter::new(client.clone(), events.clone(), settings.auto_restart),
             events,
             repairs: RepairThrottle::default(),
+            written_statuses: WrittenStatuses::default(),
             client,
             connect,
             items: ItemCache::default(),

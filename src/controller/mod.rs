@@ -9,7 +9,8 @@
 //! - [`apply`]: only when something differs; the Secret is read only when the watch says it
 //!   may have changed since our last write ([`known`]).
 //! - [`status`]: the next status, written only when it changed, and Events on transitions,
-//!   from the [`outcome`] of the steps before.
+//!   from the [`outcome`] of the steps before; [`written_status`] stands in for a status
+//!   just written that the watch cache does not show yet.
 //!
 //! The controller owns the Secrets it writes, so a hand edit or deletion triggers a reconcile
 //! that repairs it from the cache, without a Connect call. What starts the controllers and
@@ -32,6 +33,7 @@ pub(crate) mod select;
 pub(crate) mod status;
 mod template;
 mod trust;
+mod written_status;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -60,6 +62,7 @@ use references::{build_for, references};
 #[instrument(skip_all, fields(name = %opi.name_any(), namespace = opi.namespace().unwrap_or_default()))]
 pub(crate) async fn reconcile(opi: Arc<OnePasswordItem>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = Instant::now();
+    let opi = ctx.written_statuses.freshen(opi, started);
     let namespace = opi.namespace().unwrap_or_default();
     let name = opi.name_any();
     let api: Api<OnePasswordItem> = Api::namespaced(ctx.client.clone(), &namespace);
@@ -86,7 +89,13 @@ pub(crate) async fn reconcile(opi: Arc<OnePasswordItem>, ctx: Arc<Context>) -> R
             .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
         {
-            Ok(_) => {}
+            // As the watch will show it: times to the second.
+            Ok(_) => {
+                if let Ok(written) = serde_json::from_value(patch["status"].clone()) {
+                    ctx.written_statuses
+                        .record(opi.metadata.uid.as_deref(), written, Instant::now());
+                }
+            }
             Err(kube::Error::Api(e)) if e.code == 404 => return Ok(Action::await_change()),
             Err(e) => return Err(Error::kube("update status")(e)),
         }
