@@ -13,6 +13,9 @@ use support::harness::{Harness, harness, value};
 
 const RESOURCES: usize = 6;
 
+/// The apiserver counts every client's requests: one test counts at a time.
+static COUNTING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn data() -> String {
     let mut yaml = String::from("vaults:\n  - name: Demo\n    items:\n");
     for i in 0..RESOURCES {
@@ -46,6 +49,7 @@ async fn reconciled(h: &Harness, since: u64, count: u64) {
 
 #[tokio::test]
 async fn secrets_are_created_without_a_read_and_then_read_only_when_they_change() {
+    let _counting = COUNTING.lock().await;
     // A long interval: no poll runs while requests are counted.
     let Some(h) = harness("requests", &data(), Duration::from_secs(300)).await else {
         return;
@@ -74,6 +78,9 @@ async fn secrets_are_created_without_a_read_and_then_read_only_when_they_change(
     assert!((n..=n + 1.0).contains(&creates), "{creates} creates for {n} Secrets");
     assert_eq!(gets, creates - n, "a read only after a create found the Secret there");
     assert_eq!(requests, BTreeMap::new(), "nothing but creates");
+    let status_writes =
+        synced["PATCH onepassworditems/status"] - before.get("PATCH onepassworditems/status").unwrap_or(&0.0);
+    assert_eq!(status_writes, n, "one status write per resource");
 
     // Reconciles with nothing new (an unrelated annotation on every resource): no request.
     let reconciles = h.ctx.metrics().reconcile_count("ok");
@@ -111,4 +118,31 @@ async fn secrets_are_created_without_a_read_and_then_read_only_when_they_change(
         "the test's edit, then one read of the edited Secret and one apply to repair it"
     );
     assert_eq!(value(&h.secret("item-0").await, "password").as_deref(), Some("pw-0"));
+}
+
+#[tokio::test]
+async fn a_rotated_item_costs_one_apply_of_its_secret_and_no_read() {
+    let _counting = COUNTING.lock().await;
+    let Some(h) = harness("rotation", &data(), Duration::from_millis(300)).await else {
+        return;
+    };
+    for i in 0..RESOURCES {
+        h.create(&format!("item-{i}"), &format!("vaults/Demo/items/item-{i}"))
+            .await;
+    }
+    for i in 0..RESOURCES {
+        h.ready_reason(&format!("item-{i}"), "Synced").await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before = apiserver_request_counts(&h.kube).await.unwrap();
+    let reconciles = h.ctx.metrics().reconcile_count("ok");
+    h.set_field("item-1", "password", "rotated").await;
+    reconciled(&h, reconciles, 1).await;
+    let after = apiserver_request_counts(&h.kube).await.unwrap();
+    assert_eq!(
+        secret_requests(&before, &after),
+        BTreeMap::from([("APPLY secrets".to_string(), 1.0)]),
+        "the Secret is as the operator left it, so the new values are applied without a read"
+    );
+    assert_eq!(value(&h.secret("item-1").await, "password").as_deref(), Some("rotated"));
 }

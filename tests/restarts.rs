@@ -16,6 +16,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::api::{Api, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use onepassword_operator::RESTART_DEBOUNCE as DEBOUNCE;
 use onepassword_operator::annotations::{AUTO_RESTART, LAST_RESTARTED};
+use onepassword_operator::crd::ItemReference;
 use serde_json::json;
 use support::harness::{Harness, harness_with, value};
 
@@ -345,4 +346,46 @@ async fn a_burst_of_changes_restarts_once() {
         before + 1,
         "three changes within the debounce window, one restart"
     );
+}
+
+#[tokio::test]
+async fn a_change_of_any_item_in_a_secret_restarts_its_workloads() {
+    let data = r#"
+vaults:
+  - name: Demo
+    items:
+      - { title: Database, fields: [{ label: password, value: s3cr3t-1 }] }
+      - { title: API, fields: [{ label: token, value: t0ken-1 }] }
+"#;
+    let Some(h) = harness_with("restart-items", data, Duration::from_millis(300), |s| {
+        s.auto_restart = true
+    })
+    .await
+    else {
+        return;
+    };
+    deployment(&h, "app", &[], env_from("db")).await;
+    h.create_with("db", "vaults/Demo/items/Database", |opi| {
+        opi.spec.items = vec![ItemReference {
+            name: "api".into(),
+            item_path: "vaults/Demo/items/API".into(),
+            fields: Vec::new(),
+        }];
+    })
+    .await;
+    h.ready_reason("db", "Synced").await;
+    settle().await;
+    let before = generation(&h, "app").await;
+    // Only the second item changes: the Secret's item-version annotation (the first
+    // item's) stays as it was.
+    h.set_field("API", "token", "t0ken-2").await;
+    h.secret_where("db", Duration::from_secs(10), |s| {
+        value(s, "token").as_deref() == Some("t0ken-2")
+    })
+    .await;
+    eventually("the Deployment is restarted", async || {
+        generation(&h, "app").await == before + 1
+    })
+    .await;
+    assert!(restarted_deployment(&h, "app").await.is_some());
 }

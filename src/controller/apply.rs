@@ -33,7 +33,8 @@ use crate::restart::ChangedSecret;
 
 /// The apply step: reads the Secret only when it may have changed, then writes it unless it
 /// belongs to somebody else or an item is frozen. `version` is the primary item's, `frozen`
-/// whether any referenced item has the ignore tag. Returns what was done and the primary
+/// whether any referenced item has the ignore tag, `items_moved` whether any has another
+/// version than the Secret was last written with. Returns what was done and the primary
 /// item version the Secret holds.
 pub(crate) async fn apply(
     ctx: &Context,
@@ -41,16 +42,40 @@ pub(crate) async fn apply(
     built: &BuiltSecret,
     version: u64,
     frozen: bool,
+    items_moved: bool,
 ) -> Result<(Write, u64), Error> {
     let (namespace, name) = (opi.namespace().unwrap_or_default(), opi.name_any());
-    let fingerprint = known::fingerprint(&built.secret);
+    let desired = known::Desired::of(&built.secret);
     // A frozen Secret is judged by what it holds now, so it is always read.
     let mut freshness = if frozen {
         Freshness::Latest
     } else {
-        ctx.known.freshness(&namespace, &name, fingerprint)
+        ctx.known.freshness(&namespace, &name, &desired)
     };
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
+    if let Freshness::ValuesChanged {
+        resource_version,
+        item_moved,
+    } = freshness
+    {
+        if item_moved || items_moved {
+            // New item data for a Secret as we left it (a rotation): only the values of our
+            // own keys change, so there is nothing to read, compare or remove first.
+            let written = secrets
+                .patch(
+                    &name,
+                    &PatchParams::apply(FIELD_MANAGER).force(),
+                    &Patch::Apply(&built.secret),
+                )
+                .await
+                .map_err(write_error("update Secret", &built.secret))?;
+            ctx.known
+                .record(&namespace, &name, written.metadata.resource_version, desired);
+            item_data_changed(ctx, namespace, name, built, version);
+            return Ok((Write::Updated, version));
+        }
+        freshness = Freshness::NotOlderThan(resource_version);
+    }
     // A Secret deleted by hand after a sync is put back: a repair, not a creation.
     let synced_before = opi.status.as_ref().is_some_and(|s| s.item_version == Some(version));
     // Something keeps changing the Secret: the repair waits.
@@ -68,7 +93,7 @@ pub(crate) async fn apply(
         }
         if let Some(created) = create_secret(&secrets, &built.secret).await? {
             ctx.known
-                .record(&namespace, &name, created.metadata.resource_version, fingerprint);
+                .record(&namespace, &name, created.metadata.resource_version, desired);
             let write = if synced_before { Write::Repaired } else { Write::Created };
             return Ok((write, version));
         }
@@ -100,9 +125,11 @@ pub(crate) async fn apply(
     }
     let current = existing.as_ref().map(|s| {
         let difference = match difference(s, &built.secret) {
+            // An item other than the first changed: its version is in status, not on the Secret.
+            Difference::Drift if items_moved => Difference::Item,
             // What we want changed since our last write (the resource's labels, say): not
             // somebody else's change to undo.
-            Difference::Drift if ctx.known.desired_changed(&namespace, &name, fingerprint) => Difference::Spec,
+            Difference::Drift if ctx.known.desired_changed(&namespace, &name, &desired) => Difference::Spec,
             difference => difference,
         };
         (s, difference)
@@ -127,16 +154,9 @@ pub(crate) async fn apply(
             .map_err(Error::kube("remove the Go operator's finalizer from the Secret"))?;
         ctx.known.forget(&namespace, &name);
     }
-    ctx.known
-        .record(&namespace, &name, applied.resource_version, fingerprint);
+    ctx.known.record(&namespace, &name, applied.resource_version, desired);
     if applied.write == Write::Updated && item_changed {
-        // New item data: workloads that use the Secret may need a restart.
-        ctx.restarter.secret_changed(ChangedSecret {
-            namespace,
-            name,
-            annotations: built.secret.metadata.annotations.clone().unwrap_or_default(),
-            item_version: version,
-        });
+        item_data_changed(ctx, namespace, name, built, version);
     }
     let write = if applied.write == Write::Created && synced_before {
         Write::Repaired
@@ -144,6 +164,16 @@ pub(crate) async fn apply(
         applied.write
     };
     Ok((write, version))
+}
+
+/// New item data: workloads that use the Secret may need a restart.
+fn item_data_changed(ctx: &Context, namespace: String, name: String, built: &BuiltSecret, version: u64) {
+    ctx.restarter.secret_changed(ChangedSecret {
+        namespace,
+        name,
+        annotations: built.secret.metadata.annotations.clone().unwrap_or_default(),
+        item_version: version,
+    });
 }
 
 /// Who an existing Secret belongs to, seen from one OnePasswordItem.

@@ -17,11 +17,18 @@ use kube::ResourceExt;
 use kube::api::{GetParams, PartialObjectMeta};
 use kube::runtime::reflector::{ObjectRef, Store};
 
+use crate::annotations::{DATA_DIGEST, ITEM_VERSION};
+
 /// How fresh a read of a Secret needs to be.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Freshness {
     /// Untouched since we wrote or read it, and it matched this desired Secret then.
     Current,
+    /// Untouched since we wrote it at `resource_version`, and the desired Secret differs only
+    /// in values and our version annotations (same type, keys, labels, other annotations,
+    /// owner): what it holds is known without a read. `item_moved`: the item version
+    /// annotation differs.
+    ValuesChanged { resource_version: String, item_moved: bool },
     /// The watch saw our Secret at this version: a read at least that new (served from the
     /// API server's cache) is enough.
     NotOlderThan(String),
@@ -37,6 +44,7 @@ impl Freshness {
     pub(crate) fn get_params(&self) -> Option<GetParams> {
         match self {
             Self::Current => None,
+            Self::ValuesChanged { resource_version, .. } => Some(GetParams::at(resource_version)),
             Self::NotOlderThan(version) => Some(GetParams::at(version)),
             Self::NotOurs => Some(GetParams::any()),
             Self::Latest => Some(GetParams::default()),
@@ -44,21 +52,45 @@ impl Freshness {
     }
 }
 
-/// A digest of everything we set on a Secret; only compared within one process.
-pub(crate) fn fingerprint(desired: &Secret) -> u64 {
-    let mut hasher = DefaultHasher::new();
-    desired.type_.hash(&mut hasher);
-    for (key, value) in desired.data.iter().flatten() {
-        key.hash(&mut hasher);
-        value.0.hash(&mut hasher);
+/// What is known of a desired Secret: digests only compared within one process.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Desired {
+    /// Everything we set.
+    pub fingerprint: u64,
+    /// Everything we set but the values and the annotations that change with them.
+    shape: u64,
+    /// The item version annotation.
+    item_version: Option<String>,
+}
+
+impl Desired {
+    pub(crate) fn of(desired: &Secret) -> Self {
+        let mut everything = DefaultHasher::new();
+        let mut shape = DefaultHasher::new();
+        for hasher in [&mut everything, &mut shape] {
+            desired.type_.hash(hasher);
+            desired.metadata.labels.hash(hasher);
+            for owner in desired.metadata.owner_references.iter().flatten() {
+                owner.uid.hash(hasher);
+                owner.controller.hash(hasher);
+            }
+        }
+        for (key, value) in desired.data.iter().flatten() {
+            key.hash(&mut everything);
+            value.0.hash(&mut everything);
+            key.hash(&mut shape);
+        }
+        desired.metadata.annotations.hash(&mut everything);
+        let annotations = desired.metadata.annotations.iter().flatten();
+        for annotation in annotations.filter(|(k, _)| *k != ITEM_VERSION && *k != DATA_DIGEST) {
+            annotation.hash(&mut shape);
+        }
+        Self {
+            fingerprint: everything.finish(),
+            shape: shape.finish(),
+            item_version: desired.annotations().get(ITEM_VERSION).cloned(),
+        }
     }
-    desired.metadata.labels.hash(&mut hasher);
-    desired.metadata.annotations.hash(&mut hasher);
-    for owner in desired.metadata.owner_references.iter().flatten() {
-        owner.uid.hash(&mut hasher);
-        owner.controller.hash(&mut hasher);
-    }
-    hasher.finish()
 }
 
 type Key = (String, String);
@@ -66,7 +98,7 @@ type Key = (String, String);
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Written {
     resource_version: String,
-    fingerprint: u64,
+    desired: Desired,
 }
 
 #[derive(Default)]
@@ -94,7 +126,7 @@ impl KnownSecrets {
     }
 
     /// How fresh a read of the Secret must be before it is compared with `desired`.
-    pub(crate) fn freshness(&self, namespace: &str, name: &str, desired: u64) -> Freshness {
+    pub(crate) fn freshness(&self, namespace: &str, name: &str, desired: &Desired) -> Freshness {
         let Some(watched) = self.watched_version(namespace, name) else {
             return Freshness::Latest;
         };
@@ -103,13 +135,19 @@ impl KnownSecrets {
         };
         let written = self.written.lock().expect("known secrets lock");
         match written.get(&(namespace.to_owned(), name.to_owned())) {
-            Some(w) if w.resource_version == version && w.fingerprint == desired => Freshness::Current,
+            Some(w) if w.resource_version == version && w.desired.fingerprint == desired.fingerprint => {
+                Freshness::Current
+            }
+            Some(w) if w.resource_version == version && w.desired.shape == desired.shape => Freshness::ValuesChanged {
+                resource_version: version,
+                item_moved: w.desired.item_version != desired.item_version,
+            },
             _ => Freshness::NotOlderThan(version),
         }
     }
 
-    /// Records that the Secret at `resource_version` holds the desired Secret `fingerprint`.
-    pub(crate) fn record(&self, namespace: &str, name: &str, resource_version: Option<String>, fingerprint: u64) {
+    /// Records that the Secret at `resource_version` holds `desired`.
+    pub(crate) fn record(&self, namespace: &str, name: &str, resource_version: Option<String>, desired: Desired) {
         let Some(resource_version) = resource_version else {
             return self.forget(namespace, name);
         };
@@ -117,17 +155,17 @@ impl KnownSecrets {
             (namespace.to_owned(), name.to_owned()),
             Written {
                 resource_version,
-                fingerprint,
+                desired,
             },
         );
     }
 
     /// Whether our last write of the Secret was of another desired Secret.
-    pub(crate) fn desired_changed(&self, namespace: &str, name: &str, desired: u64) -> bool {
+    pub(crate) fn desired_changed(&self, namespace: &str, name: &str, desired: &Desired) -> bool {
         let written = self.written.lock().expect("known secrets lock");
         written
             .get(&(namespace.to_owned(), name.to_owned()))
-            .is_some_and(|w| w.fingerprint != desired)
+            .is_some_and(|w| w.desired.fingerprint != desired.fingerprint)
     }
 
     pub(crate) fn forget(&self, namespace: &str, name: &str) {
@@ -177,6 +215,12 @@ mod tests {
         }
     }
 
+    fn versioned(password: &str, version: &str) -> Secret {
+        let mut secret = secret(password);
+        secret.metadata.annotations = Some(BTreeMap::from([(ITEM_VERSION.to_string(), version.to_string())]));
+        secret
+    }
+
     fn watching(objects: Vec<PartialObjectMeta<Secret>>) -> KnownSecrets {
         let (reader, mut writer) = store::<PartialObjectMeta<Secret>>();
         writer.apply_watcher_event(&watcher::Event::Init);
@@ -189,39 +233,77 @@ mod tests {
         known
     }
 
+    fn pw() -> Desired {
+        Desired::of(&secret("pw"))
+    }
+
     #[test]
     fn before_the_watch_lists_reads_are_from_etcd() {
         let known = KnownSecrets::default();
-        known.record("ns", "db", Some("5".into()), 1);
-        assert_eq!(known.freshness("ns", "db", 1), Freshness::Latest);
+        known.record("ns", "db", Some("5".into()), pw());
+        assert_eq!(known.freshness("ns", "db", &pw()), Freshness::Latest);
         assert_eq!(Freshness::Latest.get_params().unwrap().resource_version, None);
     }
 
     #[test]
     fn a_secret_untouched_since_our_write_needs_no_read() {
         let known = watching(vec![meta("db", "5")]);
-        let desired = fingerprint(&secret("pw"));
-        known.record("ns", "db", Some("5".into()), desired);
-        assert_eq!(known.freshness("ns", "db", desired), Freshness::Current);
+        known.record("ns", "db", Some("5".into()), pw());
+        assert_eq!(known.freshness("ns", "db", &pw()), Freshness::Current);
         assert_eq!(Freshness::Current.get_params(), None);
+    }
+
+    #[test]
+    fn new_values_for_a_secret_untouched_since_our_write_need_no_read() {
+        let known = watching(vec![meta("db", "5")]);
+        known.record("ns", "db", Some("5".into()), Desired::of(&versioned("pw", "1")));
+        assert_eq!(
+            known.freshness("ns", "db", &Desired::of(&versioned("rotated", "2"))),
+            Freshness::ValuesChanged {
+                resource_version: "5".into(),
+                item_moved: true
+            }
+        );
+        assert_eq!(
+            known.freshness("ns", "db", &Desired::of(&versioned("rendered", "1"))),
+            Freshness::ValuesChanged {
+                resource_version: "5".into(),
+                item_moved: false
+            },
+            "values changed by the resource (a template), not by the item"
+        );
+        let mut new_key = versioned("pw", "2");
+        new_key
+            .data
+            .as_mut()
+            .unwrap()
+            .insert("token".into(), ByteString(b"t".to_vec()));
+        assert_eq!(
+            known.freshness("ns", "db", &Desired::of(&new_key)),
+            Freshness::NotOlderThan("5".into()),
+            "another key: what to remove is only known from a read"
+        );
+        let mut labelled = versioned("pw", "2");
+        labelled.metadata.labels = Some(BTreeMap::from([("a".to_string(), "b".to_string())]));
+        assert_eq!(
+            known.freshness("ns", "db", &Desired::of(&labelled)),
+            Freshness::NotOlderThan("5".into())
+        );
     }
 
     #[test]
     fn a_hand_edit_or_new_item_data_means_a_read() {
         let known = watching(vec![meta("db", "6")]);
-        let desired = fingerprint(&secret("pw"));
-        known.record("ns", "db", Some("5".into()), desired);
+        known.record("ns", "db", Some("5".into()), pw());
         assert_eq!(
-            known.freshness("ns", "db", desired),
+            known.freshness("ns", "db", &pw()),
             Freshness::NotOlderThan("6".into()),
             "somebody wrote version 6"
         );
-        known.record("ns", "db", Some("6".into()), desired);
-        let changed = fingerprint(&secret("new"));
-        assert_ne!(changed, desired);
         assert_eq!(
-            known.freshness("ns", "db", changed),
-            Freshness::NotOlderThan("6".into())
+            known.freshness("ns", "db", &Desired::of(&secret("new"))),
+            Freshness::NotOlderThan("6".into()),
+            "somebody wrote version 6, so new values are no shortcut"
         );
         assert_eq!(
             Freshness::NotOlderThan("6".into())
@@ -236,9 +318,13 @@ mod tests {
     #[test]
     fn a_secret_missing_from_the_watch_is_read_from_the_cache() {
         let known = watching(vec![]);
-        known.record("ns", "db", Some("5".into()), 1);
-        assert_eq!(known.freshness("ns", "db", 1), Freshness::NotOurs, "deleted by hand");
-        assert_eq!(known.freshness("ns", "other", 1), Freshness::NotOurs);
+        known.record("ns", "db", Some("5".into()), pw());
+        assert_eq!(
+            known.freshness("ns", "db", &pw()),
+            Freshness::NotOurs,
+            "deleted by hand"
+        );
+        assert_eq!(known.freshness("ns", "other", &pw()), Freshness::NotOurs);
         assert_eq!(
             Freshness::NotOurs.get_params().unwrap().resource_version.as_deref(),
             Some("0")
@@ -248,18 +334,18 @@ mod tests {
     #[test]
     fn forgetting_and_pruning() {
         let known = watching(vec![meta("a", "1"), meta("b", "1")]);
-        known.record("ns", "a", Some("1".into()), 1);
-        known.record("ns", "b", Some("1".into()), 1);
+        known.record("ns", "a", Some("1".into()), pw());
+        known.record("ns", "b", Some("1".into()), pw());
         assert_eq!(known.len(), 2);
         known.retain(|_, name| name == "a");
         assert_eq!(known.len(), 1);
-        assert_eq!(known.freshness("ns", "a", 1), Freshness::Current);
-        assert_eq!(known.freshness("ns", "b", 1), Freshness::NotOlderThan("1".into()));
+        assert_eq!(known.freshness("ns", "a", &pw()), Freshness::Current);
+        assert_eq!(known.freshness("ns", "b", &pw()), Freshness::NotOlderThan("1".into()));
         known.forget("ns", "a");
-        assert_eq!(known.freshness("ns", "a", 1), Freshness::NotOlderThan("1".into()));
-        known.record("ns", "a", Some("1".into()), 1);
-        known.record("ns", "a", None, 1);
-        assert_eq!(known.freshness("ns", "a", 1), Freshness::NotOlderThan("1".into()));
+        assert_eq!(known.freshness("ns", "a", &pw()), Freshness::NotOlderThan("1".into()));
+        known.record("ns", "a", Some("1".into()), pw());
+        known.record("ns", "a", None, pw());
+        assert_eq!(known.freshness("ns", "a", &pw()), Freshness::NotOlderThan("1".into()));
     }
 
     #[test]
@@ -273,10 +359,10 @@ mod tests {
         annotated.metadata.annotations = Some(BTreeMap::from([("a".to_string(), "b".to_string())]));
         let mut other_status = base.clone();
         other_status.metadata.resource_version = Some("9".into());
-        let all = [&typed, &labelled, &annotated, &secret("other")].map(fingerprint);
+        let all = [&typed, &labelled, &annotated, &secret("other")].map(|s| Desired::of(s).fingerprint);
         for f in all {
-            assert_ne!(f, fingerprint(&base));
+            assert_ne!(f, pw().fingerprint);
         }
-        assert_eq!(fingerprint(&other_status), fingerprint(&base), "not ours to set");
+        assert_eq!(Desired::of(&other_status), pw(), "not ours to set");
     }
 }

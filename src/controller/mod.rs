@@ -158,7 +158,13 @@ async fn sync(opi: &OnePasswordItem, ctx: &Context) -> Result<Synced, Error> {
     }
     let primary = &fetched[0];
     let frozen = fetched.iter().any(|f| f.cached.item.has_tag(IGNORE_SECRET_TAG));
-    let (write, item_version) = apply::apply(ctx, opi, &built, primary.cached.item.version, frozen).await?;
+    // The Secret's version annotation is the first item's: a change of another shows here.
+    let items_moved = refs
+        .iter()
+        .zip(&fetched)
+        .any(|(r, f)| r.held_version.is_some_and(|held| held != f.cached.item.version));
+    let (write, item_version) =
+        apply::apply(ctx, opi, &built, primary.cached.item.version, frozen, items_moved).await?;
     let repair_event = (write == Write::Repaired)
         .then(|| ctx.repairs.repaired(&target.namespace, &target.name, Instant::now()))
         .flatten();

@@ -64,8 +64,8 @@ pub(crate) async fn trusted(ctx: &Context, opi: &OnePasswordItem) -> bool {
     // Everything we set but the data, which the digest vouches for.
     let target = SecretTarget::for_item(opi, ctx.settings.copy_annotations);
     let desired = secret_without_data(&target, &item.vault_id, &item.item_id, version);
-    let fingerprint = known::fingerprint(&desired);
-    let params = match ctx.known.freshness(&target.namespace, &target.name, fingerprint) {
+    let summary = known::Desired::of(&desired);
+    let params = match ctx.known.freshness(&target.namespace, &target.name, &summary) {
         Freshness::Current => return true,
         // The watch has no Secret of ours by that name.
         Freshness::NotOurs => return false,
@@ -86,7 +86,7 @@ pub(crate) async fn trusted(ctx: &Context, opi: &OnePasswordItem) -> bool {
             &target.namespace,
             &target.name,
             existing.metadata.resource_version.clone(),
-            fingerprint,
+            summary,
         );
     }
     holds
