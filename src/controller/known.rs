@@ -60,7 +60,7 @@ pub(crate) struct Desired {
     /// Everything we set but the values and the annotations that change with them.
     shape: u64,
     /// The item version annotation.
-    item_version: Option<String>,
+    item_version: Option<u64>,
 }
 
 impl Desired {
@@ -88,7 +88,7 @@ impl Desired {
         Self {
             fingerprint: everything.finish(),
             shape: shape.finish(),
-            item_version: desired.annotations().get(ITEM_VERSION).cloned(),
+            item_version: desired.annotations().get(ITEM_VERSION).and_then(|v| v.parse().ok()),
         }
     }
 }
