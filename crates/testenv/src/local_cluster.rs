@@ -388,6 +388,18 @@ async fn wait_until_ready(
 impl LocalCluster {
     /// Starts etcd and kube-apiserver on free loopback ports and waits for `/readyz`.
     pub async fn start(binaries: &ControlPlaneBinaries) -> Result<Self, String> {
+        // A port found free can be taken (by a test's own server bound to port 0) before
+        // etcd or the apiserver binds it: new ports then, a few times.
+        let mut attempts = 1;
+        loop {
+            match Self::start_on_free_ports(binaries).await {
+                Err(message) if message.contains("address already in use") && attempts < 4 => attempts += 1,
+                started => return started,
+            }
+        }
+    }
+
+    async fn start_on_free_ports(binaries: &ControlPlaneBinaries) -> Result<Self, String> {
         let started = Instant::now();
         let work = tempfile::Builder::new()
             .prefix("opo-control-plane-")
