@@ -189,13 +189,17 @@ async fn reconcile<K: WorkloadKind>(workload: Arc<K>, wctx: Arc<WorkloadContext>
             // plugin it would need `update` on the workload kind's finalizers.
             let owner: OwnerReference = workload.controller_owner_ref(&()).expect("stored objects have a uid");
             let mut opi = OnePasswordItem::new(&secret_name, OnePasswordItemSpec::item(item_path.clone()));
+            // Under a label selector the item carries the workload's labels, so that it is
+            // selected as its workload was, by this instance only.
+            let mut labels = match &ctx.settings.label_selector {
+                Some(_) => workload.labels().clone(),
+                None => BTreeMap::new(),
+            };
+            labels.insert(MANAGED_BY_LABEL.to_owned(), MANAGED_BY_VALUE.to_owned());
             opi.metadata = ObjectMeta {
                 name: Some(secret_name.clone()),
                 namespace: Some(namespace.clone()),
-                labels: Some(BTreeMap::from([(
-                    MANAGED_BY_LABEL.to_owned(),
-                    MANAGED_BY_VALUE.to_owned(),
-                )])),
+                labels: Some(labels),
                 annotations: Some(annotations),
                 owner_references: Some(vec![owner]),
                 ..ObjectMeta::default()
@@ -251,7 +255,8 @@ async fn run<K: WorkloadKind>(
 ) {
     let _ = store.wait_until_ready().await;
     let ctx = Arc::new(WorkloadContext { ctx, items: store });
-    Controller::new(api, watcher::Config::default())
+    let selected = ctx.ctx.settings.selected();
+    Controller::new(api, selected)
         .owns(items, watcher::Config::default().labels(&managed_selector()))
         .trigger_backoff(watch_backoff())
         .shutdown_on_signal()

@@ -4,7 +4,7 @@
 use std::fmt::Debug;
 use std::time::Duration;
 
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tracing::info;
@@ -63,5 +63,27 @@ where
         }
         Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
         Err(e) => Err(e),
+    }
+}
+
+/// Asks the apiserver whether it takes `selector` as a label selector of OnePasswordItems
+/// (one list of at most one object), so that a mistyped `--label-selector` stops the start
+/// with the apiserver's reason instead of failing every watch. Other failures (the apiserver
+/// not reachable yet) are left to the watches, which retry.
+pub async fn check_label_selector(
+    client: &kube::Client,
+    namespace: Option<&str>,
+    selector: &str,
+) -> Result<(), String> {
+    let items: Api<crate::crd::OnePasswordItem> = scoped_api(client, namespace);
+    match items
+        .list_metadata(&ListParams::default().labels(selector).limit(1))
+        .await
+    {
+        Err(kube::Error::Api(e)) if e.code == 400 => Err(format!(
+            "the apiserver refuses the label selector {selector:?}: {}",
+            e.message
+        )),
+        _ => Ok(()),
     }
 }

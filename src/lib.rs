@@ -39,6 +39,7 @@ pub mod telemetry;
 pub mod wiring;
 
 /// Changes to Secrets closer together than this cause one restart of their workloads.
+pub use kubernetes::check_label_selector;
 pub use restart::DEBOUNCE as RESTART_DEBOUNCE;
 mod workload_kind;
 

@@ -111,6 +111,10 @@ struct RunArgs {
     /// the items that changed; empty turns digests off.
     #[arg(long, env = "DIGEST_KEY_SECRET", default_value = "onepassword-operator-digest-key")]
     digest_key_secret: String,
+    /// Manage only the OnePasswordItems, and annotated workloads, that match this label
+    /// selector (`shard=a`, `team in (a,b)`), so that several installs split a cluster.
+    #[arg(long, env = "LABEL_SELECTOR", value_parser = clap::builder::NonEmptyStringValueParser::new())]
+    label_selector: Option<String>,
     /// This replica's identity in the Lease (the pod name in a cluster).
     #[arg(long, env = "POD_NAME")]
     pod_name: Option<String>,
@@ -226,6 +230,9 @@ async fn run(args: RunArgs) -> Result<(), String> {
         .map(|n| n.trim().to_owned())
         .filter(|n| !n.is_empty())
         .collect();
+    if let Some(selector) = &args.label_selector {
+        onepassword_operator::check_label_selector(&client, namespaces.first().map(String::as_str), selector).await?;
+    }
     let digest_key = if args.digest_key_secret.is_empty() {
         None
     } else {
@@ -248,9 +255,10 @@ async fn run(args: RunArgs) -> Result<(), String> {
         annotated_workloads: args.annotated_workloads,
         copy_annotations: args.enable_annotations,
         digest_key,
+        label_selector: args.label_selector,
         ..Settings::default()
     };
-    tracing::info!(namespaces = ?settings.namespaces, interval = ?settings.polling_interval, "starting the OnePasswordItem controller");
+    tracing::info!(namespaces = ?settings.namespaces, interval = ?settings.polling_interval, label_selector = ?settings.label_selector, "starting the OnePasswordItem controller");
     let ctx = Arc::new(Context::new(client, connect, settings, metrics));
     let metrics_addr = server::serve(args.metrics_bind_address, server::metrics_router(ctx.clone())).await?;
     let probes_addr = server::serve(args.health_probe_bind_address, server::probes_router(ctx.clone())).await?;

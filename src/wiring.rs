@@ -44,7 +44,7 @@ pub async fn run(ctx: Arc<Context>) {
         // The cache holds every OnePasswordItem: without managedFields and kubectl's copy of
         // the last applied manifest, which are large and unused.
         let (store, writer) = reflector::store();
-        let items_stream = watcher::watcher(items.clone(), watcher::Config::default())
+        let items_stream = watcher::watcher(items.clone(), ctx.settings.selected())
             .backoff(watch_backoff())
             .modify(|o: &mut OnePasswordItem| {
                 o.managed_fields_mut().clear();

@@ -308,3 +308,58 @@ async fn the_go_operators_finalizer_is_removed_from_workloads_so_they_can_be_del
         .await;
     }
 }
+
+#[tokio::test]
+async fn under_a_label_selector_only_selected_items_and_workloads_are_managed() {
+    let Some(h) = harness_with("shard", DATA, Duration::from_millis(300), |s| {
+        s.label_selector = Some("shard in (a)".into())
+    })
+    .await
+    else {
+        return;
+    };
+    let shard = |name: &str| Some(BTreeMap::from([("shard".to_string(), name.to_string())]));
+    h.create_with("mine", "vaults/Demo/items/Database", |opi| {
+        opi.metadata.labels = shard("a")
+    })
+    .await;
+    h.create_with("theirs", "vaults/Demo/items/Database", |opi| {
+        opi.metadata.labels = shard("b")
+    })
+    .await;
+    let deployments = Api::<Deployment>::namespaced(h.kube.clone(), &h.ns);
+    for (name, label) in [("app-a", "a"), ("app-b", "b")] {
+        let mut workload = deployment_object(
+            name,
+            &[
+                (ITEM_PATH, "vaults/Demo/items/Database"),
+                (ITEM_NAME, &format!("{name}-db")),
+            ],
+        );
+        workload.metadata.labels = shard(label);
+        deployments.create(&PostParams::default(), &workload).await.unwrap();
+    }
+
+    h.ready_reason("mine", "Synced").await;
+    let secret = h.secret_where("app-a-db", Duration::from_secs(20), |_| true).await;
+    assert_eq!(value(&secret, "password").as_deref(), Some("s3cr3t-1"));
+    let managed = h.items().get("app-a-db").await.unwrap();
+    assert_eq!(
+        managed.labels().get("shard").map(String::as_str),
+        Some("a"),
+        "the item made for a selected workload is selected too"
+    );
+    h.ready_reason("app-a-db", "Synced").await;
+
+    // Several polls later, what another instance selects is untouched.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let theirs = h.items().get("theirs").await.unwrap();
+    assert_eq!(theirs.status, None, "not ours: no status");
+    for name in ["theirs", "app-b-db"] {
+        assert!(h.secrets().get_opt(name).await.unwrap().is_none(), "no Secret {name}");
+    }
+    assert!(
+        h.items().get_opt("app-b-db").await.unwrap().is_none(),
+        "no item for a workload another instance selects"
+    );
+}

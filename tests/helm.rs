@@ -365,6 +365,53 @@ fn deploy_manifests_match_the_chart() {
     );
 }
 
+#[test]
+fn a_label_selector_reaches_the_operator_only_when_set() {
+    let helm = helm!();
+    let env = |docs: &[Value]| {
+        find(docs, "Deployment", "op-onepassword-operator").expect("the operator")["spec"]["template"]["spec"]
+            ["containers"][0]["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == "LABEL_SELECTOR")
+            .map(|e| e["value"].clone())
+    };
+    assert_eq!(env(&template(&helm, &["connect.token.value=t"])), None);
+    assert_eq!(
+        env(&template(
+            &helm,
+            &["connect.token.value=t", "operator.labelSelector=shard=a"]
+        )),
+        Some(json!("shard=a"))
+    );
+}
+
+/// A selector the apiserver refuses stops the start with its reason, before anything runs.
+#[tokio::test]
+async fn a_label_selector_the_apiserver_refuses_stops_the_start() {
+    let Some(cluster) = support::cluster() else { return };
+    let work = tempfile::tempdir().unwrap();
+    let kubeconfig = work.path().join("admin.kubeconfig");
+    cluster.write_kubeconfig(&Identity::Admin, &kubeconfig).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_onepassword-operator"))
+        .arg("run")
+        .env("KUBECONFIG", &kubeconfig)
+        .env("OP_CONNECT_HOST", "http://127.0.0.1:9")
+        .env("OP_CONNECT_TOKEN", "t")
+        .env("LABEL_SELECTOR", "shard in (a")
+        .env("METRICS_BIND_ADDRESS", "127.0.0.1:0")
+        .env("HEALTH_PROBE_BIND_ADDRESS", "127.0.0.1:0")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    assert!(
+        text(&output).contains("the apiserver refuses the label selector \"shard in (a\""),
+        "{}",
+        text(&output)
+    );
+}
+
 #[tokio::test]
 async fn install_upgrade_and_run_as_the_charts_service_account() {
     let helm = helm!();

@@ -47,6 +47,20 @@ pub struct Settings {
     /// Key of the digests written on Secrets; without one, a restarted operator reads every
     /// item from Connect again.
     pub digest_key: Option<DigestKey>,
+    /// Only OnePasswordItems (and annotated workloads) with these labels are managed, so
+    /// that several installs can split a cluster.
+    pub label_selector: Option<String>,
+}
+
+impl Settings {
+    /// The watch of the objects this instance manages: those `label_selector` selects.
+    pub(crate) fn selected(&self) -> kube::runtime::watcher::Config {
+        let config = kube::runtime::watcher::Config::default();
+        match &self.label_selector {
+            Some(selector) => config.labels(selector),
+            None => config,
+        }
+    }
 }
 
 impl Default for Settings {
@@ -61,6 +75,7 @@ impl Default for Settings {
             annotated_workloads: true,
             copy_annotations: false,
             digest_key: None,
+            label_selector: None,
         }
     }
 }
