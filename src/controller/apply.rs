@@ -61,14 +61,7 @@ pub(crate) async fn apply(
         if item_moved || items_moved {
             // New item data for a Secret as we left it (a rotation): only the values of our
             // own keys change, so there is nothing to read, compare or remove first.
-            let written = secrets
-                .patch(
-                    &name,
-                    &PatchParams::apply(FIELD_MANAGER).force(),
-                    &Patch::Apply(&built.secret),
-                )
-                .await
-                .map_err(write_error("update Secret", &built.secret))?;
+            let written = server_side_apply(&secrets, &built.secret, "update Secret").await?;
             ctx.known
                 .record(&namespace, &name, written.metadata.resource_version, desired);
             item_data_changed(ctx, namespace, name, built, version);
@@ -345,12 +338,8 @@ async fn apply_secret(
     desired: &Secret,
 ) -> Result<Applied, Error> {
     let name = desired.metadata.name.as_deref().expect("desired Secrets have a name");
-    let params = PatchParams::apply(FIELD_MANAGER).force();
     let Some((existing, difference)) = existing else {
-        let created = api
-            .patch(name, &params, &Patch::Apply(desired))
-            .await
-            .map_err(write_error("create Secret", desired))?;
+        let created = server_side_apply(api, desired, "create Secret").await?;
         return Ok(Applied::new(Write::Created, &created));
     };
     match difference {
@@ -370,10 +359,7 @@ async fn apply_secret(
             .await
             .map_err(Error::kube("take over the Secret's fields from its create"))?;
     }
-    let mut written = api
-        .patch(name, &params, &Patch::Apply(desired))
-        .await
-        .map_err(write_error("update Secret", desired))?;
+    let mut written = server_side_apply(api, desired, "update Secret").await?;
     let extra = extra_keys(existing, desired);
     if !extra.is_empty() {
         let removals: Map<String, Value> = extra.into_iter().map(|k| (k, Value::Null)).collect();
@@ -389,6 +375,14 @@ async fn apply_secret(
         _ => Write::Updated,
     };
     Ok(Applied::new(write, &written))
+}
+
+/// Sets what we own of the Secret to `desired` (one field manager, forced).
+async fn server_side_apply(api: &Api<Secret>, desired: &Secret, action: &'static str) -> Result<Secret, Error> {
+    let name = desired.metadata.name.as_deref().expect("desired Secrets have a name");
+    api.patch(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(desired))
+        .await
+        .map_err(write_error(action, desired))
 }
 
 /// Creates the Secret with a plain create, which fails on an existing one: `None` then.
@@ -446,8 +440,7 @@ async fn recreate(api: &Api<Secret>, existing: &Secret, desired: &Secret) -> Res
     api.delete(name, &params_delete)
         .await
         .map_err(Error::kube("delete Secret to change its type"))?;
-    let params = PatchParams::apply(FIELD_MANAGER).force();
-    match api.patch(name, &params, &Patch::Apply(desired)).await {
+    match server_side_apply(api, desired, "create Secret with its new type").await {
         Ok(created) => Ok(Applied::new(Write::Recreated, &created)),
         Err(failure) => {
             // Put the old Secret back, as it was, before reporting the failure.
@@ -462,7 +455,7 @@ async fn recreate(api: &Api<Secret>, existing: &Secret, desired: &Secret) -> Res
             if let Err(restore) = api.create(&PostParams::default(), &old).await {
                 tracing::error!(secret = %name, error = %restore, "cannot restore the Secret after a failed type change");
             }
-            Err(write_error("create Secret with its new type", desired)(failure))
+            Err(failure)
         }
     }
 }
