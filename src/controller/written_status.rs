@@ -18,8 +18,15 @@ pub(crate) const KEEP: Duration = Duration::from_secs(10);
 
 #[derive(Default)]
 pub(crate) struct WrittenStatuses {
+    entries: Mutex<Entries>,
+}
+
+#[derive(Default)]
+struct Entries {
     /// By uid: a new object of the same name is another object.
-    entries: Mutex<HashMap<String, (Instant, OnePasswordItemStatus)>>,
+    by_uid: HashMap<String, (Instant, OnePasswordItemStatus)>,
+    /// When entries older than [`KEEP`] were last dropped.
+    pruned: Option<Instant>,
 }
 
 impl WrittenStatuses {
@@ -27,11 +34,13 @@ impl WrittenStatuses {
     pub(crate) fn record(&self, uid: Option<&str>, status: OnePasswordItemStatus, now: Instant) {
         let Some(uid) = uid else { return };
         let mut entries = self.entries.lock().expect("written statuses lock");
-        // Entries of objects deleted before the watch showed our write are dropped here.
-        if entries.len() >= 1024 {
-            entries.retain(|_, (at, _)| now.duration_since(*at) < KEEP);
+        // Entries of objects deleted before the watch showed our write are dropped here,
+        // once per KEEP at most, so that a burst of writes does not scan them all each time.
+        if entries.pruned.is_none_or(|at| now.duration_since(at) >= KEEP) {
+            entries.by_uid.retain(|_, (at, _)| now.duration_since(*at) < KEEP);
+            entries.pruned = Some(now);
         }
-        entries.insert(uid.to_owned(), (now, status));
+        entries.by_uid.insert(uid.to_owned(), (now, status));
     }
 
     /// The object as the controller should see it: with the status we last wrote when the
@@ -41,11 +50,11 @@ impl WrittenStatuses {
             return opi;
         };
         let mut entries = self.entries.lock().expect("written statuses lock");
-        let Some((at, written)) = entries.get(uid) else {
+        let Some((at, written)) = entries.by_uid.get(uid) else {
             return opi;
         };
         if opi.status.as_ref() == Some(written) || now.duration_since(*at) >= KEEP {
-            entries.remove(uid);
+            entries.by_uid.remove(uid);
             return opi;
         }
         let mut fresher = (*opi).clone();
@@ -55,7 +64,7 @@ impl WrittenStatuses {
 
     #[cfg(test)]
     fn len(&self) -> usize {
-        self.entries.lock().unwrap().len()
+        self.entries.lock().unwrap().by_uid.len()
     }
 }
 
