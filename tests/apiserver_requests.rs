@@ -47,6 +47,19 @@ async fn reconciled(h: &Harness, since: u64, count: u64) {
     tokio::time::sleep(Duration::from_millis(500)).await;
 }
 
+/// Creates the resources and waits until each is synced and the reconciles that our own
+/// writes trigger have run.
+async fn create_synced(h: &Harness) {
+    for i in 0..RESOURCES {
+        h.create(&format!("item-{i}"), &format!("vaults/Demo/items/item-{i}"))
+            .await;
+    }
+    for i in 0..RESOURCES {
+        h.ready_reason(&format!("item-{i}"), "Synced").await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+}
+
 #[tokio::test]
 async fn secrets_are_created_without_a_read_and_then_read_only_when_they_change() {
     let _counting = COUNTING.lock().await;
@@ -57,15 +70,7 @@ async fn secrets_are_created_without_a_read_and_then_read_only_when_they_change(
     let counts = || apiserver_request_counts(&h.kube);
 
     let before = counts().await.unwrap();
-    for i in 0..RESOURCES {
-        h.create(&format!("item-{i}"), &format!("vaults/Demo/items/item-{i}"))
-            .await;
-    }
-    for i in 0..RESOURCES {
-        h.ready_reason(&format!("item-{i}"), "Synced").await;
-    }
-    // Let the reconciles that our own writes trigger run before counting.
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    create_synced(&h).await;
     let synced = counts().await.unwrap();
     let n = RESOURCES as f64;
     let mut requests = secret_requests(&before, &synced);
@@ -126,14 +131,7 @@ async fn a_rotated_item_costs_one_apply_of_its_secret_and_no_read() {
     let Some(h) = harness("rotation", &data(), Duration::from_millis(300)).await else {
         return;
     };
-    for i in 0..RESOURCES {
-        h.create(&format!("item-{i}"), &format!("vaults/Demo/items/item-{i}"))
-            .await;
-    }
-    for i in 0..RESOURCES {
-        h.ready_reason(&format!("item-{i}"), "Synced").await;
-    }
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    create_synced(&h).await;
     let before = apiserver_request_counts(&h.kube).await.unwrap();
     let reconciles = h.ctx.metrics().reconcile_count("ok");
     h.set_field("item-1", "password", "rotated").await;
