@@ -62,6 +62,35 @@ async fn connect_check_reports_names_and_versions_but_no_values() {
     }
 }
 
+/// A minimal image (distroless, or the e2e tests' own) may have no system CA certificates:
+/// that must not stop a plain-HTTP Connect host, nor an HTTPS one with its own CA bundle.
+#[tokio::test]
+async fn without_system_ca_certificates_a_plain_http_connect_host_still_works() {
+    let sim = example_sim().await;
+    let host = sim.url().to_string();
+    let output = tokio::task::spawn_blocking(move || {
+        run(
+            &["connect-check"],
+            &[
+                ("OP_CONNECT_HOST", &host),
+                ("OP_CONNECT_TOKEN", "demo-operator-token"),
+                // Where rustls looks for the system's roots: nothing there.
+                ("SSL_CERT_FILE", "/nonexistent/ca-certificates.crt"),
+                ("SSL_CERT_DIR", "/nonexistent"),
+            ],
+        )
+    })
+    .await
+    .unwrap();
+    let printed = text(&output);
+    assert!(output.status.success(), "{printed}");
+    assert!(printed.contains("sees 2 vault(s)"), "{printed}");
+    assert!(
+        !printed.contains("CA root certificate"),
+        "no warning about roots it does not need: {printed}"
+    );
+}
+
 #[tokio::test]
 async fn connect_check_fails_with_the_reason() {
     let sim = example_sim().await;

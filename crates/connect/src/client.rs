@@ -221,19 +221,31 @@ impl ConnectClient {
             .connect_timeout(config.connect_timeout)
             .user_agent(config.user_agent.clone())
             .pool_idle_timeout(Duration::from_secs(60));
+        let mut extra_roots = Vec::new();
         if let Some(pem) = &config.ca_bundle_pem {
-            let certs = reqwest::Certificate::from_pem_bundle(pem)
+            extra_roots = reqwest::Certificate::from_pem_bundle(pem)
                 .map_err(|e| ConnectError::Config(format!("cannot read the CA bundle: {e}")))?;
-            if certs.is_empty() {
+            if extra_roots.is_empty() {
                 return Err(ConnectError::Config("the CA bundle holds no certificate".into()));
             }
-            for cert in certs {
-                builder = builder.add_root_certificate(cert);
-            }
         }
-        let http = builder
-            .build()
-            .map_err(|e| ConnectError::Config(format!("cannot build the HTTP client: {e}")))?;
+        builder = if config.host.scheme() == "http" {
+            // Plain HTTP verifies no certificate: the system's roots are not needed, and a
+            // minimal image (distroless, or none at all) may have none.
+            builder.tls_certs_only(extra_roots)
+        } else {
+            builder.tls_certs_merge(extra_roots)
+        };
+        let http = builder.build().map_err(|e| {
+            // reqwest's own message is only "builder error"; the reason is in its source.
+            let mut message = format!("cannot build the HTTP client: {e}");
+            let mut source = std::error::Error::source(&e);
+            while let Some(cause) = source {
+                message.push_str(&format!(": {cause}"));
+                source = cause.source();
+            }
+            ConnectError::Config(message)
+        })?;
         Ok(Self {
             inner: Arc::new(Inner {
                 http,
