@@ -4,6 +4,7 @@
 
 pub mod demo;
 pub mod local_cluster;
+pub mod node;
 
 /// The repository's root (where `scripts/`, `crds/` and `docs/` are), for tests and
 /// benchmarks of this crate.

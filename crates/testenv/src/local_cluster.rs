@@ -78,8 +78,8 @@ pub enum Identity {
 
 /// A process under a watchdog: when the write end of the watchdog's stdin closes (drop,
 /// or this process exiting for any reason), the watchdog stops the child.
-struct Supervised {
-    name: &'static str,
+pub(crate) struct Supervised {
+    pub(crate) name: &'static str,
     watchdog: Child,
     stdin: Option<ChildStdin>,
     pid_file: PathBuf,
@@ -103,7 +103,13 @@ exit 0
 impl Supervised {
     /// Starts `program`; with `cleanup`, the watchdog also removes that directory once the
     /// process is gone (a `static` cluster is never dropped, and a killed test never cleans).
-    fn spawn(name: &'static str, work: &Path, program: &Path, args: &[String], cleanup: bool) -> Result<Self, String> {
+    pub(crate) fn spawn(
+        name: &'static str,
+        work: &Path,
+        program: &Path,
+        args: &[String],
+        cleanup: bool,
+    ) -> Result<Self, String> {
         let log = work.join(format!("{name}.log"));
         let pid_file = work.join(format!("{name}.pid"));
         let watchdog = Command::new("bash")
@@ -148,8 +154,13 @@ impl Supervised {
             .is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists())
     }
 
+    /// Started and gone (not: not started yet).
+    pub(crate) fn has_exited(&self) -> bool {
+        self.pid().is_some() && !self.is_running()
+    }
+
     /// The error lines of the process's log (klog `E`/`F` lines), else its last lines.
-    fn log_tail(&self) -> String {
+    pub(crate) fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let is_error = |l: &&str| {
             let b = l.as_bytes();
@@ -166,7 +177,7 @@ impl Supervised {
     }
 
     /// Resident memory in KiB, from `/proc`.
-    fn rss_kib(&self) -> Option<u64> {
+    pub(crate) fn rss_kib(&self) -> Option<u64> {
         proc_memory_kib(self.pid()?, "VmRSS")
     }
 
@@ -175,7 +186,7 @@ impl Supervised {
         proc_cpu_seconds(self.pid()?)
     }
 
-    fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         drop(self.stdin.take());
         let _ = self.watchdog.wait();
     }
@@ -186,6 +197,30 @@ impl Drop for Supervised {
         self.stop();
     }
 }
+
+/// How kube-apiserver is set up.
+#[derive(Clone, Debug)]
+pub(crate) enum ApiServerSetup {
+    /// On 127.0.0.1, for a control plane without nodes: no ServiceAccount admission (no
+    /// controller-manager makes the default ServiceAccounts) and no `kubernetes` endpoints.
+    Loopback,
+    /// On `address` (the host side of the one-node cluster's pod bridge), as a full
+    /// cluster's: pods reach it through the `kubernetes` Service, whose endpoint it keeps.
+    ForNode { address: std::net::Ipv4Addr },
+}
+
+impl ApiServerSetup {
+    fn address(&self) -> String {
+        match self {
+            Self::Loopback => "127.0.0.1".into(),
+            Self::ForNode { address } => address.to_string(),
+        }
+    }
+}
+
+/// The first address of the Service range: the `kubernetes` Service's ClusterIP.
+pub(crate) const SERVICE_CIDR: &str = "10.96.0.0/24";
+pub(crate) const KUBERNETES_SERVICE_IP: &str = "10.96.0.1";
 
 /// A running etcd + kube-apiserver.
 pub struct LocalCluster {
@@ -320,7 +355,7 @@ struct ServingCertificates {
     key_pem: String,
 }
 
-fn serving_certificates() -> Result<ServingCertificates, String> {
+fn serving_certificates(extra_names: &[String]) -> Result<ServingCertificates, String> {
     let err = |e: rcgen::Error| format!("cannot create certificates: {e}");
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(err)?;
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -329,7 +364,9 @@ fn serving_certificates() -> Result<ServingCertificates, String> {
         .push(DnType::CommonName, "onepassword-operator local CA");
     let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().map_err(err)?).map_err(err)?;
     let key = KeyPair::generate().map_err(err)?;
-    let mut params = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()]).map_err(err)?;
+    let mut names = vec!["127.0.0.1".to_owned(), "localhost".to_owned()];
+    names.extend(extra_names.iter().cloned());
+    let mut params = CertificateParams::new(names).map_err(err)?;
     params.distinguished_name.push(DnType::CommonName, "kube-apiserver");
     let cert = params.signed_by(&key, &ca).map_err(err)?;
     Ok(ServingCertificates {
@@ -365,7 +402,7 @@ async fn wait_until_ready(
             return Ok(());
         }
         for process in processes {
-            if process.pid().is_some() && !process.is_running() {
+            if process.has_exited() {
                 return Err(format!("{} exited:\n{}", process.name, process.log_tail()));
             }
         }
@@ -388,18 +425,22 @@ async fn wait_until_ready(
 impl LocalCluster {
     /// Starts etcd and kube-apiserver on free loopback ports and waits for `/readyz`.
     pub async fn start(binaries: &ControlPlaneBinaries) -> Result<Self, String> {
+        Self::start_with(binaries, &ApiServerSetup::Loopback).await
+    }
+
+    pub(crate) async fn start_with(binaries: &ControlPlaneBinaries, setup: &ApiServerSetup) -> Result<Self, String> {
         // A port found free can be taken (by a test's own server bound to port 0) before
         // etcd or the apiserver binds it: new ports then, a few times.
         let mut attempts = 1;
         loop {
-            match Self::start_on_free_ports(binaries).await {
+            match Self::start_on_free_ports(binaries, setup).await {
                 Err(message) if message.contains("address already in use") && attempts < 4 => attempts += 1,
                 started => return started,
             }
         }
     }
 
-    async fn start_on_free_ports(binaries: &ControlPlaneBinaries) -> Result<Self, String> {
+    async fn start_on_free_ports(binaries: &ControlPlaneBinaries, setup: &ApiServerSetup) -> Result<Self, String> {
         let started = Instant::now();
         let work = tempfile::Builder::new()
             .prefix("opo-control-plane-")
@@ -407,7 +448,20 @@ impl LocalCluster {
             .map_err(|e| format!("cannot create a work directory: {e}"))?;
         let dir = work.path();
 
-        let certs = serving_certificates()?;
+        let extra_names: Vec<String> = match setup {
+            ApiServerSetup::Loopback => Vec::new(),
+            ApiServerSetup::ForNode { address } => [
+                address.to_string().as_str(),
+                KUBERNETES_SERVICE_IP,
+                "kubernetes",
+                "kubernetes.default",
+                "kubernetes.default.svc",
+                "kubernetes.default.svc.cluster.local",
+            ]
+            .map(String::from)
+            .to_vec(),
+        };
+        let certs = serving_certificates(&extra_names)?;
         write(&dir.join("ca.crt"), &certs.ca_pem)?;
         write(&dir.join("apiserver.crt"), &certs.cert_pem)?;
         write(&dir.join("apiserver.key"), &certs.key_pem)?;
@@ -438,12 +492,11 @@ impl LocalCluster {
         // etcd is the last user of the work directory: its watchdog removes it.
         let etcd = Supervised::spawn("etcd", dir, &binaries.path("etcd"), &etcd_args, true)?;
 
-        let api_args: Vec<String> = vec![
+        let address = setup.address();
+        let mut api_args: Vec<String> = vec![
             format!("--etcd-servers=http://127.0.0.1:{etcd_port}"),
-            "--bind-address=127.0.0.1".into(),
-            "--advertise-address=127.0.0.1".into(),
-            // The `kubernetes` Service endpoints cannot point at loopback; nothing routes here anyway.
-            "--endpoint-reconciler-type=none".into(),
+            format!("--bind-address={address}"),
+            format!("--advertise-address={address}"),
             format!("--secure-port={api_port}"),
             format!("--tls-cert-file={}", dir.join("apiserver.crt").display()),
             format!("--tls-private-key-file={}", dir.join("apiserver.key").display()),
@@ -453,20 +506,31 @@ impl LocalCluster {
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local".into(),
             format!("--service-account-key-file={}", dir.join("sa.pub").display()),
             format!("--service-account-signing-key-file={}", dir.join("sa.key").display()),
-            "--service-cluster-ip-range=10.96.0.0/24".into(),
+            format!("--service-cluster-ip-range={SERVICE_CIDR}"),
             "--allow-privileged=true".into(),
-            // No controller-manager creates default ServiceAccounts, which this plugin requires.
-            "--disable-admission-plugins=ServiceAccount".into(),
             // OpenShift's default: setting blockOwnerDeletion needs `update` on the owner's
             // finalizers, so tests that run with the chart's RBAC see what OpenShift users see.
             "--enable-admission-plugins=OwnerReferencesPermissionEnforcement".into(),
             "--enable-priority-and-fairness=false".into(),
         ];
+        match setup {
+            ApiServerSetup::Loopback => api_args.extend([
+                // The `kubernetes` Service endpoints cannot point at loopback; nothing routes here anyway.
+                "--endpoint-reconciler-type=none".into(),
+                // No controller-manager creates default ServiceAccounts, which this plugin requires.
+                "--disable-admission-plugins=ServiceAccount".into(),
+            ]),
+            ApiServerSetup::ForNode { .. } => api_args.extend([
+                // `kubectl logs` and `exec` reach the kubelet by the node's name, `localhost`:
+                // the apiserver refuses to proxy to a loopback address.
+                "--kubelet-preferred-address-types=Hostname".into(),
+            ]),
+        }
         let apiserver_command = (binaries.path("kube-apiserver"), api_args);
         let mut apiserver =
             Supervised::spawn("kube-apiserver", dir, &apiserver_command.0, &apiserver_command.1, false)?;
 
-        let server = format!("https://127.0.0.1:{api_port}");
+        let server = format!("https://{address}:{api_port}");
         if let Err(message) = wait_until_ready(&server, &certs.ca_der, &admin_token, &[&etcd, &apiserver]).await {
             apiserver.stop();
             return Err(message);
@@ -499,6 +563,25 @@ impl LocalCluster {
             &[&self.etcd, &self.apiserver],
         )
         .await
+    }
+
+    /// The directory of the control plane's files (certificates, keys, etcd's data).
+    pub(crate) fn work_dir(&self) -> &Path {
+        self.work.path()
+    }
+
+    /// Whether etcd and kube-apiserver still run; else which stopped, with its log.
+    pub(crate) fn check_running(&self) -> Result<(), String> {
+        for process in [&self.etcd, &self.apiserver] {
+            if process.has_exited() {
+                return Err(format!(
+                    "{} stopped; its log ends with:\n{}",
+                    process.name,
+                    process.log_tail()
+                ));
+            }
+        }
+        Ok(())
     }
 
     fn token(&self, identity: &Identity) -> String {
