@@ -10,27 +10,26 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::{Namespace, Pod, Secret, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{Namespace, Pod, Secret, ServiceAccount};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, LogParams, PostParams};
 use onepassword_operator::connect::models::PatchOp;
 use onepassword_operator::connect::{ConnectClient, ConnectConfig};
 use onepassword_operator::crd::OnePasswordItem;
+use opo_testenv::in_cluster::{
+    Helm, OPERATOR_NAMESPACE, OPERATOR_SELECTOR, RELEASE_NAME, SimulatorInCluster, deploy_simulator, from_json,
+};
 use opo_testenv::local_cluster::ControlPlaneBinaries;
-use opo_testenv::node::{BUSYBOX_IMAGE, Images, OPERATOR_IMAGE, OneNodeCluster, SIMULATOR_IMAGE};
+use opo_testenv::node::{BUSYBOX_IMAGE, Images, OPERATOR_IMAGE, OneNodeCluster};
 use secrecy::SecretString;
-use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
-const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/onepassword-operator");
-const RELEASE_NAME: &str = "onepassword-operator";
-const OPERATOR_NAMESPACE: &str = "onepassword";
 const VAULT: &str = "E2E";
 /// Items of the simulator, one or more per test, each with `password` = `<title>-v1`.
 const ITEMS: [&str; 8] = [
@@ -51,9 +50,8 @@ static RELEASE: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
 
 struct World {
     node: OneNodeCluster,
-    helm: PathBuf,
-    /// The simulator, reached from the test process through its Service's ClusterIP.
-    sim_url: String,
+    helm: Helm,
+    sim: SimulatorInCluster,
 }
 
 /// The cluster with the simulator and the release installed; `None` where it may be skipped.
@@ -80,8 +78,8 @@ fn world() -> Option<&'static World> {
                 let node = OneNodeCluster::start(&binaries, &images).await?;
                 eprintln!("one-node cluster ready in {:.1}s", node.startup.as_secs_f64());
                 let client = node.control_plane.admin_client()?;
-                let sim_url = match deploy_simulator(&client).await {
-                    Ok(url) => url,
+                let sim = match deploy_simulator(&client, Some(&simulator_data())).await {
+                    Ok(sim) => sim,
                     Err(message) => {
                         return Err(format!(
                             "{message}\nkube-proxy's log ends with:\n{}",
@@ -90,9 +88,9 @@ fn world() -> Option<&'static World> {
                     }
                 };
                 let world = World {
+                    helm: Helm::new(binaries.path("helm"), &node, root),
                     node,
-                    helm: binaries.path("helm"),
-                    sim_url,
+                    sim,
                 };
                 world.helm_install().await?;
                 Ok::<_, String>(world)
@@ -118,10 +116,6 @@ macro_rules! require_world {
     };
 }
 
-fn from_json<T: DeserializeOwned>(value: Value) -> T {
-    serde_json::from_value(value).expect("a valid object")
-}
-
 /// The simulator's data: a reader token for the operator, a writer token for the tests.
 fn simulator_data() -> String {
     let mut yaml = String::from(
@@ -136,121 +130,13 @@ fn simulator_data() -> String {
     yaml
 }
 
-/// The simulator as the cluster's Connect server: a ConfigMap of data, a Deployment and a
-/// Service `connect-sim` in the operator's namespace. Returns its URL as the host reaches it.
-async fn deploy_simulator(client: &kube::Client) -> Result<String, String> {
-    opo_testenv::local_cluster::create_namespace(client, OPERATOR_NAMESPACE).await?;
-    let ns = OPERATOR_NAMESPACE;
-    let post = PostParams::default();
-    let err = |e: kube::Error| format!("cannot deploy the simulator: {e}");
-    Api::namespaced(client.clone(), ns)
-        .create(
-            &post,
-            &from_json::<k8s_openapi::api::core::v1::ConfigMap>(json!({
-                "metadata": { "name": "connect-sim-data" },
-                "data": { "data.yaml": simulator_data() },
-            })),
-        )
-        .await
-        .map_err(err)?;
-    let labels = json!({ "app": "connect-sim" });
-    Api::namespaced(client.clone(), ns)
-        .create(
-            &post,
-            &from_json::<Deployment>(json!({
-                "metadata": { "name": "connect-sim" },
-                "spec": {
-                    "selector": { "matchLabels": labels },
-                    "template": {
-                        "metadata": { "labels": labels },
-                        "spec": {
-                            "containers": [{
-                                "name": "connect",
-                                "image": SIMULATOR_IMAGE,
-                                "imagePullPolicy": "Never",
-                                "args": ["--data", "/data/data.yaml"],
-                                "ports": [{ "containerPort": 8080 }],
-                                "readinessProbe": { "httpGet": { "path": "/heartbeat", "port": 8080 }, "periodSeconds": 1 },
-                                "volumeMounts": [{ "name": "data", "mountPath": "/data" }],
-                            }],
-                            "volumes": [{ "name": "data", "configMap": { "name": "connect-sim-data" } }],
-                        },
-                    },
-                },
-            })),
-        )
-        .await
-        .map_err(err)?;
-    let service: Service = Api::namespaced(client.clone(), ns)
-        .create(
-            &post,
-            &from_json(json!({
-                "metadata": { "name": "connect-sim" },
-                "spec": { "selector": labels, "ports": [{ "port": 8080, "targetPort": 8080 }] },
-            })),
-        )
-        .await
-        .map_err(err)?;
-    let ip = service
-        .spec
-        .and_then(|s| s.cluster_ip)
-        .ok_or("the simulator's Service has no ClusterIP")?;
-    let url = format!("http://{ip}:8080");
-    let http = reqwest::Client::new();
-    let deadline = Instant::now() + TIMEOUT;
-    loop {
-        let answer = http
-            .get(format!("{url}/heartbeat"))
-            .timeout(Duration::from_secs(2))
-            .send()
-            .await;
-        let last = match answer {
-            Ok(answer) if answer.status().is_success() => return Ok(url),
-            Ok(answer) => format!("status {}", answer.status()),
-            Err(e) => onepassword_operator::error_chain(&e),
-        };
-        if Instant::now() > deadline {
-            return Err(format!(
-                "the simulator is not reachable at {url} after {TIMEOUT:?} ({last})\n{}",
-                pods_diagnosis(client, ns, "app=connect-sim").await
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
-
-/// What pods say, for a failure: their containers' state and their logs.
-async fn pods_diagnosis(client: &kube::Client, ns: &str, selector: &str) -> String {
-    let api: Api<Pod> = Api::namespaced(client.clone(), ns);
-    let Ok(pods) = api.list(&ListParams::default().labels(selector)).await else {
-        return format!("cannot list the pods of {selector} in {ns}");
-    };
-    let mut out = String::new();
-    for pod in pods {
-        let name = pod.name_any();
-        let state = serde_json::to_string(&pod.status).unwrap_or_default();
-        out.push_str(&format!("pod {name}: {state}\n"));
-        for previous in [true, false] {
-            let params = LogParams {
-                previous,
-                tail_lines: Some(20),
-                ..LogParams::default()
-            };
-            if let Ok(log) = api.logs(&name, &params).await {
-                out.push_str(&format!("log (previous: {previous}):\n{log}\n"));
-            }
-        }
-    }
-    out
-}
-
 impl World {
     fn client(&self) -> kube::Client {
         self.node.control_plane.admin_client().unwrap()
     }
 
     fn writer(&self) -> ConnectClient {
-        let config = ConnectConfig::new(self.sim_url.parse().unwrap(), SecretString::from("writer-token"));
+        let config = ConnectConfig::new(self.sim.url.clone(), SecretString::from("writer-token"));
         ConnectClient::new(config).unwrap()
     }
 
@@ -272,65 +158,17 @@ impl World {
         writer.patch_item(&vault.id, &item.id, &[op]).await.unwrap();
     }
 
-    fn helm(&self, args: &[&str]) -> Result<String, String> {
-        let output = std::process::Command::new(&self.helm)
-            .args(args)
-            .env("KUBECONFIG", self.node.admin_kubeconfig())
-            .output()
-            .map_err(|e| format!("cannot run helm: {e}"))?;
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        if output.status.success() {
-            Ok(text)
-        } else {
-            Err(format!("helm {} failed: {text}", args.join(" ")))
-        }
-    }
-
-    /// `helm install` of the chart as a user would, with the image from `scripts/image`.
+    /// `helm install` of the chart, as every test but the uninstalling one expects it.
     async fn helm_install(&self) -> Result<String, String> {
-        let (repository, tag) = OPERATOR_IMAGE.rsplit_once(':').unwrap();
-        let values = [
-            format!("image.repository={repository}"),
-            format!("image.tag={tag}"),
-            "image.pullPolicy=Never".into(),
-            format!("connect.host=http://connect-sim.{OPERATOR_NAMESPACE}.svc:8080"),
-            "connect.token.value=op-token".into(),
-            format!("operator.pollingInterval={POLL_SECONDS}"),
-        ];
-        let mut args = vec![
-            "install",
-            RELEASE_NAME,
-            CHART,
-            "--namespace",
-            OPERATOR_NAMESPACE,
-            "--wait",
-            "--timeout",
-            "60s",
-        ];
-        for value in &values {
-            args.extend(["--set", value]);
-        }
-        let installed = self.helm(&args);
+        let extra = [format!("operator.pollingInterval={POLL_SECONDS}")];
+        let installed = self
+            .helm
+            .install_operator(&self.client(), &self.sim.in_cluster_url, "op-token", &extra)
+            .await;
         if installed.is_err() {
             self.node.check_running()?;
         }
-        match installed {
-            Ok(text) => Ok(text),
-            Err(message) => Err(format!("{message}\n{}", self.operator_diagnosis().await)),
-        }
-    }
-
-    async fn operator_diagnosis(&self) -> String {
-        pods_diagnosis(
-            &self.client(),
-            OPERATOR_NAMESPACE,
-            "app.kubernetes.io/name=onepassword-operator",
-        )
-        .await
+        installed
     }
 
     /// Waits for `check`; on time-out the test fails, saying what the cluster's components
@@ -622,9 +460,7 @@ async fn deleting_an_item_collects_its_secret_and_deleting_the_namespace_complet
 async fn operator_pod(world: &World) -> String {
     world
         .eventually("a running operator pod", async || {
-            let pods = world
-                .running_pods(OPERATOR_NAMESPACE, "app.kubernetes.io/name=onepassword-operator")
-                .await;
+            let pods = world.running_pods(OPERATOR_NAMESPACE, OPERATOR_SELECTOR).await;
             let ready = pods.into_iter().find(|p| {
                 p.status
                     .as_ref()
@@ -696,11 +532,13 @@ async fn helm_upgrade_to_a_new_image_and_uninstall_keeps_the_crd_and_the_secrets
     let (repository, _) = OPERATOR_IMAGE.rsplit_once(':').unwrap();
     let upgraded = format!("{repository}:dev-next");
     world.node.tag_image(OPERATOR_IMAGE, &upgraded).unwrap();
+    let chart = world.helm.chart.to_string_lossy().into_owned();
     world
-        .helm(&[
+        .helm
+        .run(&[
             "upgrade",
             RELEASE_NAME,
-            CHART,
+            &chart,
             "--namespace",
             OPERATOR_NAMESPACE,
             "--reuse-values",
@@ -708,7 +546,7 @@ async fn helm_upgrade_to_a_new_image_and_uninstall_keeps_the_crd_and_the_secrets
             "image.tag=dev-next",
             "--wait",
             "--timeout",
-            "120s",
+            "90s",
         ])
         .unwrap();
     let deployments: Api<Deployment> = Api::namespaced(world.client(), OPERATOR_NAMESPACE);
@@ -729,7 +567,8 @@ async fn helm_upgrade_to_a_new_image_and_uninstall_keeps_the_crd_and_the_secrets
         .await;
 
     world
-        .helm(&["uninstall", RELEASE_NAME, "--namespace", OPERATOR_NAMESPACE, "--wait"])
+        .helm
+        .run(&["uninstall", RELEASE_NAME, "--namespace", OPERATOR_NAMESPACE, "--wait"])
         .unwrap();
     assert!(
         deployments.get_opt(RELEASE_NAME).await.unwrap().is_none(),

@@ -1,28 +1,28 @@
 //! `onepassword-operator-demo`: the whole product on one machine, with no 1Password account
-//! and no cluster. It starts the Connect simulator (example data), a local control plane
-//! (etcd + kube-apiserver), and the operator; applies the example OnePasswordItems; prints
-//! the synced Secrets with their values masked; changes an item through the Connect API and
-//! shows the Secret follow; and repairs a hand-edited Secret.
+//! and no cluster of your own. It starts a one-node Kubernetes cluster (a kubelet on
+//! containerd; `node.rs`), deploys the Connect simulator into it (example data), installs the
+//! operator with the chart so that it runs as a pod, applies the example OnePasswordItems,
+//! prints the synced Secrets with their values masked, starts an app pod that reads a
+//! mounted Secret, changes an item through the Connect API and shows the change reach the
+//! Secret and the running app, and repairs a hand-edited Secret.
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{Pod, Secret, ServiceAccount};
 use kube::ResourceExt;
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, LogParams, Patch, PatchParams, PostParams};
 use secrecy::SecretString;
 use serde_json::json;
 
-use crate::local_cluster::{ControlPlaneBinaries, LocalCluster};
-use connect_sim::{self as sim, DataFile, SimConfig};
+use crate::in_cluster::{Helm, OPERATOR_NAMESPACE, OPERATOR_SELECTOR, deploy_simulator, from_json};
+use crate::local_cluster::ControlPlaneBinaries;
+use crate::node::{BUSYBOX_IMAGE, Images, NODE_NAME, OneNodeCluster};
+use connect_sim::SimAdmin;
 use onepassword_operator::connect::models::PatchOp;
 use onepassword_operator::connect::{ConnectClient, ConnectConfig, Filter};
-use onepassword_operator::controller::{Context, Settings};
-use onepassword_operator::crd::{self, OnePasswordItem};
-use onepassword_operator::metrics::Metrics;
-use onepassword_operator::wiring;
+use onepassword_operator::crd::OnePasswordItem;
 
 const NAMESPACE: &str = "demo";
 const EXAMPLES: &str = include_str!("../../../examples/onepassworditems.yaml");
@@ -47,7 +47,7 @@ fn masked(secret: &Secret) -> Vec<String> {
 }
 
 async fn wait<T>(what: &str, mut check: impl AsyncFnMut() -> Option<T>) -> Result<T, String> {
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + Duration::from_secs(90);
     loop {
         if let Some(value) = check().await {
             return Ok(value);
@@ -79,42 +79,66 @@ async fn show_secrets(secrets: &Api<Secret>, items: &[OnePasswordItem]) -> Resul
     Ok(())
 }
 
+/// What the app pod prints: a short hash and the size of the mounted password, never the value.
+const APP_SCRIPT: &str = "while true; do echo \"password: sha256 $(sha256sum /secret/password | cut -c1-8) ($(wc -c < /secret/password) bytes)\"; sleep 1; done";
+
+async fn app_says(pods: &Api<Pod>) -> Option<String> {
+    let params = LogParams {
+        tail_lines: Some(1),
+        ..LogParams::default()
+    };
+    let log = pods.logs("app", &params).await.ok()?;
+    log.lines().last().map(str::to_owned)
+}
+
 pub async fn run(repo_root: &Path) -> Result<(), String> {
     let started = Instant::now();
-    step("starting the Connect simulator with examples/connect-data.yaml");
-    let sim = sim::start(
-        SimConfig::new(DataFile::embedded_example()),
-        "127.0.0.1:0".parse().unwrap(),
-    )
-    .await?;
-    println!("  Connect API at {}", sim.url());
-
-    step("starting a local Kubernetes control plane (etcd + kube-apiserver)");
-    let cluster = LocalCluster::start(&ControlPlaneBinaries::locate(repo_root)?).await?;
-    let client = cluster.admin_client()?;
-    cluster.apply_crd(&client, &crd::crd()).await?;
-    crate::local_cluster::create_namespace(&client, NAMESPACE).await?;
+    step(
+        "starting a one-node Kubernetes cluster: etcd, kube-apiserver, controller-manager, scheduler, kubelet on containerd, kube-proxy, CoreDNS",
+    );
+    let binaries = ControlPlaneBinaries::locate(repo_root)?;
+    let node = OneNodeCluster::start(&binaries, &Images::locate()?).await?;
+    let client = node.control_plane.admin_client()?;
     println!(
-        "  kube-apiserver at {} (ready in {:.1?}); CRD onepassworditems.onepassword.com installed",
-        cluster.server, cluster.startup
+        "  node {NODE_NAME} Ready in {:.1?}; kube-apiserver at {}",
+        node.startup, node.control_plane.server
     );
 
-    step("starting the operator (polling every 2 s)");
-    let metrics = Arc::new(Metrics::default());
-    let connect = ConnectClient::with_metrics(
-        ConnectConfig::new(sim.url(), SecretString::from("demo-operator-token")),
-        metrics.connect.clone(),
+    step("deploying the Connect simulator in the cluster (a Deployment and a Service; examples/connect-data.yaml)");
+    let sim = deploy_simulator(&client, None).await?;
+    println!("  Connect API at {} ({} from the host)", sim.in_cluster_url, sim.url);
+
+    step("installing the operator with Helm (charts/onepassword-operator), polling every 2 s");
+    let helm = Helm::new(binaries.path("helm"), &node, repo_root);
+    let installed_at = Instant::now();
+    helm.install_operator(
+        &client,
+        &sim.in_cluster_url,
+        "demo-operator-token",
+        &["operator.pollingInterval=2".into()],
     )
-    .map_err(|e| e.to_string())?;
-    let settings = Settings {
-        namespaces: vec![NAMESPACE.into()],
-        polling_interval: Duration::from_secs(2),
-        ..Settings::default()
-    };
-    let ctx = Arc::new(Context::new(client.clone(), connect, settings, metrics));
-    let operator = tokio::spawn(wiring::run(ctx.clone()));
+    .await?;
+    let operator_pods: Api<Pod> = Api::namespaced(client.clone(), OPERATOR_NAMESPACE);
+    let operator = operator_pods
+        .list(&kube::api::ListParams::default().labels(OPERATOR_SELECTOR))
+        .await
+        .map_err(|e| e.to_string())?;
+    for pod in operator.items {
+        let image = pod
+            .spec
+            .as_ref()
+            .map(|s| s.containers[0].image.clone().unwrap_or_default());
+        println!(
+            "  pod {}/{} Ready in {:.1?}, image {}",
+            OPERATOR_NAMESPACE,
+            pod.name_any(),
+            installed_at.elapsed(),
+            image.unwrap_or_default()
+        );
+    }
 
     step("applying examples/onepassworditems.yaml");
+    crate::local_cluster::create_namespace(&client, NAMESPACE).await?;
     let items_api: Api<OnePasswordItem> = Api::namespaced(client.clone(), NAMESPACE);
     let mut items = Vec::new();
     for doc in serde_yaml_ng::Deserializer::from_str(EXAMPLES) {
@@ -143,9 +167,39 @@ pub async fn run(repo_root: &Path) -> Result<(), String> {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), NAMESPACE);
     show_secrets(&secrets, &items).await?;
 
-    step("changing the Database password in 1Password (a PATCH through the Connect API)");
-    let admin = ConnectClient::new(ConnectConfig::new(sim.url(), SecretString::from("demo-admin-token")))
+    step("starting an app pod that mounts the database Secret and prints what it reads (masked)");
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), NAMESPACE);
+    wait("the namespace's ServiceAccount", async || {
+        accounts.get_opt("default").await.ok().flatten()
+    })
+    .await?;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NAMESPACE);
+    let pod: Pod = from_json(json!({
+        "metadata": { "name": "app" },
+        "spec": {
+            "terminationGracePeriodSeconds": 0,
+            "containers": [{
+                "name": "app",
+                "image": BUSYBOX_IMAGE,
+                "imagePullPolicy": "Never",
+                "command": ["sh", "-c", APP_SCRIPT],
+                "volumeMounts": [{ "name": "secret", "mountPath": "/secret", "readOnly": true }],
+            }],
+            "volumes": [{ "name": "secret", "secret": { "secretName": "database" } }],
+        },
+    }));
+    pods.create(&PostParams::default(), &pod)
+        .await
         .map_err(|e| e.to_string())?;
+    let first = wait("the app to print", async || app_says(&pods).await).await?;
+    println!("  app: {first}");
+
+    step("changing the Database password in 1Password (a PATCH through the Connect API)");
+    let admin = ConnectClient::new(ConnectConfig::new(
+        sim.url.clone(),
+        SecretString::from("demo-admin-token"),
+    ))
+    .map_err(|e| e.to_string())?;
     let vault = admin
         .list_vaults(Some(&Filter::name_eq("Demo")))
         .await
@@ -175,6 +229,14 @@ pub async fn run(repo_root: &Path) -> Result<(), String> {
     for line in masked(&after) {
         println!("{line}");
     }
+    let seen = wait("the app to see the new value", async || {
+        app_says(&pods).await.filter(|line| *line != first)
+    })
+    .await?;
+    println!(
+        "  app: {seen}   <- the running pod's mounted file, {:.1?} after the change in 1Password",
+        changed_at.elapsed()
+    );
 
     step("editing the Secret by hand (as a mistaken kubectl edit would)");
     let edited_at = Instant::now();
@@ -192,12 +254,16 @@ pub async fn run(repo_root: &Path) -> Result<(), String> {
         edited_at.elapsed()
     );
 
-    let stats = sim.admin().stats().await?;
+    let stats = SimAdmin::new(sim.url.clone(), connect_sim::DEFAULT_ADMIN_TOKEN)
+        .stats()
+        .await?;
     let calls: BTreeMap<String, u64> = stats.requests;
     step("what it cost");
     println!("  Connect calls counted by the simulator over the whole demo: {calls:?}");
-    println!("  demo finished in {:.1?}", started.elapsed());
-    operator.abort();
-    drop(cluster);
+    println!(
+        "  demo finished in {:.1?}; stopping the cluster and cleaning up",
+        started.elapsed()
+    );
+    drop(node);
     Ok(())
 }

@@ -3,6 +3,7 @@
 //! local demo. The operator reaches it only as a dev-dependency.
 
 pub mod demo;
+pub mod in_cluster;
 pub mod local_cluster;
 pub mod node;
 

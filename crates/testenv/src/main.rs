@@ -4,8 +4,9 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-/// Run the local demo: the Connect simulator, a local control plane and the operator, with
-/// the example data; no 1Password account, no cluster, no Docker.
+/// Run the local demo: a one-node Kubernetes cluster on this machine, the Connect simulator
+/// and the operator (installed with its chart) in it, with the example data; no 1Password
+/// account, no cluster of your own, no Docker.
 #[derive(Parser, Debug)]
 #[command(name = "onepassword-operator-demo", version)]
 struct Cli {
