@@ -1,5 +1,6 @@
 # A small static image: the operator built for musl, on distroless/static, as non-root.
-# (Not built in this project's CI, which has no container engine.)
+# (Not built in this project's CI, which has no container engine: scripts/image builds the
+# same binary into an archive the one-node cluster of the end-to-end tests imports.)
 FROM rust:1-alpine AS build
 # make: jemalloc is built from source.
 RUN apk add --no-cache musl-dev make

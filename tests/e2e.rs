@@ -32,7 +32,7 @@ use serde_json::{Value, json};
 
 const VAULT: &str = "E2E";
 /// Items of the simulator, one or more per test, each with `password` = `<title>-v1`.
-const ITEMS: [&str; 8] = [
+const ITEMS: [&str; 7] = [
     "mounted",
     "rolled",
     "annotated",
@@ -40,7 +40,6 @@ const ITEMS: [&str; 8] = [
     "killed",
     "upgraded",
     "kept",
-    "demo",
 ];
 const POLL_SECONDS: u64 = 2;
 const TIMEOUT: Duration = Duration::from_secs(90);
@@ -59,7 +58,9 @@ fn world() -> Option<&'static World> {
     static WORLD: OnceLock<Option<Result<World, String>>> = OnceLock::new();
     let outcome = WORLD.get_or_init(|| {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let located = ControlPlaneBinaries::locate(root).and_then(|b| Ok((b, Images::locate()?)));
+        let located = ControlPlaneBinaries::locate(root)
+            .and_then(|b| Ok((b, Images::locate()?)))
+            .and_then(|found| opo_testenv::node::check_host().map(|()| found));
         let (binaries, images) = match located {
             Ok(found) => found,
             Err(message) if std::env::var("CI").is_ok_and(|v| v == "true") => panic!("{message}"),

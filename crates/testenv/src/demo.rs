@@ -16,9 +16,9 @@ use kube::api::{Api, LogParams, Patch, PatchParams, PostParams};
 use secrecy::SecretString;
 use serde_json::json;
 
-use crate::in_cluster::{Helm, OPERATOR_NAMESPACE, OPERATOR_SELECTOR, deploy_simulator, from_json};
+use crate::in_cluster::{Helm, OPERATOR_NAMESPACE, OPERATOR_SELECTOR, deploy_simulator, secret_reader_pod};
 use crate::local_cluster::ControlPlaneBinaries;
-use crate::node::{BUSYBOX_IMAGE, Images, NODE_NAME, OneNodeCluster};
+use crate::node::{Images, NODE_NAME, OneNodeCluster};
 use connect_sim::SimAdmin;
 use onepassword_operator::connect::models::PatchOp;
 use onepassword_operator::connect::{ConnectClient, ConnectConfig, Filter};
@@ -174,20 +174,7 @@ pub async fn run(repo_root: &Path) -> Result<(), String> {
     })
     .await?;
     let pods: Api<Pod> = Api::namespaced(client.clone(), NAMESPACE);
-    let pod: Pod = from_json(json!({
-        "metadata": { "name": "app" },
-        "spec": {
-            "terminationGracePeriodSeconds": 0,
-            "containers": [{
-                "name": "app",
-                "image": BUSYBOX_IMAGE,
-                "imagePullPolicy": "Never",
-                "command": ["sh", "-c", APP_SCRIPT],
-                "volumeMounts": [{ "name": "secret", "mountPath": "/secret", "readOnly": true }],
-            }],
-            "volumes": [{ "name": "secret", "secret": { "secretName": "database" } }],
-        },
-    }));
+    let pod = secret_reader_pod("app", "database", APP_SCRIPT);
     pods.create(&PostParams::default(), &pod)
         .await
         .map_err(|e| e.to_string())?;

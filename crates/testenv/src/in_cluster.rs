@@ -11,7 +11,7 @@ use kube::ResourceExt;
 use kube::api::{Api, ListParams, LogParams, PostParams};
 use serde_json::{Value, json};
 
-use crate::node::{OPERATOR_IMAGE, OneNodeCluster, SIMULATOR_IMAGE};
+use crate::node::{BUSYBOX_IMAGE, OPERATOR_IMAGE, OneNodeCluster, SIMULATOR_IMAGE};
 
 /// The namespace of the operator's release and of the simulator.
 pub const OPERATOR_NAMESPACE: &str = "onepassword";
@@ -24,6 +24,24 @@ const TIMEOUT: Duration = Duration::from_secs(90);
 /// A typed object from JSON (tests and the demo build their manifests with `json!`).
 pub fn from_json<T: serde::de::DeserializeOwned>(value: Value) -> T {
     serde_json::from_value(value).expect("a valid object")
+}
+
+/// A busybox pod that mounts `secret` at `/secret` and runs `script` (`sh -c`).
+pub fn secret_reader_pod(name: &str, secret: &str, script: &str) -> Pod {
+    from_json(json!({
+        "metadata": { "name": name },
+        "spec": {
+            "terminationGracePeriodSeconds": 0,
+            "containers": [{
+                "name": "app",
+                "image": BUSYBOX_IMAGE,
+                "imagePullPolicy": "Never",
+                "command": ["sh", "-c", script],
+                "volumeMounts": [{ "name": "secret", "mountPath": "/secret", "readOnly": true }],
+            }],
+            "volumes": [{ "name": "secret", "secret": { "secretName": secret } }],
+        },
+    }))
 }
 
 /// The simulator running in the cluster.

@@ -170,12 +170,7 @@ impl OneNodeCluster {
                 ));
             }
         }
-        for tool in ["containerd", "runc", "ctr", "iptables", "/usr/lib/cni/bridge"] {
-            let found = Path::new(tool).is_file() || which(tool).is_some();
-            if !found {
-                return Err(format!("{tool} is missing: run scripts/node-packages"));
-            }
-        }
+        check_host()?;
         let work = tempfile::Builder::new()
             .prefix("opo-node-")
             .tempdir()
@@ -404,6 +399,25 @@ impl OneNodeCluster {
         out.extend(self.components.iter().map(|c| (c.name, c.rss_kib())));
         out
     }
+}
+
+/// Whether this machine can run the node: root, and the container runtime installed.
+pub fn check_host() -> Result<(), String> {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let uid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|v| v.split_whitespace().next());
+    if uid != Some("0") {
+        return Err("the one-node cluster needs root (its kubelet, container runtime and bridge)".into());
+    }
+    for tool in ["containerd", "runc", "ctr", "iptables", "/usr/lib/cni/bridge"] {
+        let found = Path::new(tool).is_file() || which(tool).is_some();
+        if !found {
+            return Err(format!("{tool} is missing: run scripts/node-packages"));
+        }
+    }
+    Ok(())
 }
 
 fn which(program: &str) -> Option<PathBuf> {

@@ -1,4 +1,5 @@
-//! The README's main command works: the demo runs end to end and shows no secret value.
+//! The README's main command works: the demo runs end to end on the one-node cluster (the
+//! operator as a pod, an app pod reading the Secret) and shows no secret value.
 
 use std::process::Command;
 
@@ -7,7 +8,10 @@ use opo_testenv::local_cluster::ControlPlaneBinaries;
 #[test]
 fn the_demo_runs_end_to_end_without_showing_values() {
     let root = opo_testenv::repo_root();
-    if let Err(message) = ControlPlaneBinaries::locate(&root) {
+    let ready = ControlPlaneBinaries::locate(&root)
+        .and_then(|_| opo_testenv::node::Images::locate().map(drop))
+        .and_then(|()| opo_testenv::node::check_host());
+    if let Err(message) = ready {
         assert!(!std::env::var("CI").is_ok_and(|v| v == "true"), "{message}");
         eprintln!("SKIPPED: {message}");
         return;
@@ -24,10 +28,15 @@ fn the_demo_runs_end_to_end_without_showing_values() {
     );
     assert!(output.status.success(), "{printed}");
     for step in [
+        "node localhost Ready in",
+        "pod onepassword/onepassword-operator-",
+        "image ghcr.io/onepassword-operator/onepassword-operator:dev",
         "database: Ready (Synced)",
         "Secret tls (type kubernetes.io/tls, item version 1)",
         "item Database is now at version 2",
         "the Secret followed in",
+        "app: password: sha256 ",
+        "<- the running pod's mounted file",
         "repaired in",
     ] {
         assert!(printed.contains(step), "{step:?} missing from:\n{printed}");

@@ -53,7 +53,8 @@ fn mounts_under(dir: &str) -> usize {
 fn a_killed_demo_leaves_the_host_as_it_was() {
     let ci = std::env::var("CI").is_ok_and(|v| v == "true");
     let ready = opo_testenv::local_cluster::ControlPlaneBinaries::locate(&opo_testenv::repo_root())
-        .and_then(|_| opo_testenv::node::Images::locate().map(drop));
+        .and_then(|_| opo_testenv::node::Images::locate().map(drop))
+        .and_then(|()| opo_testenv::node::check_host());
     if let Err(message) = ready {
         assert!(!ci, "{message}");
         eprintln!("SKIPPED: {message}");
