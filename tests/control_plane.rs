@@ -208,10 +208,12 @@ async fn rbac_denies_what_it_does_not_grant() {
         .await
         .unwrap();
 
-    assert!(
-        secrets.list(&Default::default()).await.is_ok(),
-        "granted: list in its namespace"
-    );
+    // The apiserver's authorizer learns of a new binding through its own watch, a moment
+    // after the create returns.
+    support::wait_for("granted: list in its namespace", Duration::from_secs(10), async || {
+        secrets.list(&Default::default()).await.ok()
+    })
+    .await;
     let err = secrets.delete("anything", &Default::default()).await.unwrap_err();
     assert!(
         matches!(&err, kube::Error::Api(s) if s.code == 403),
