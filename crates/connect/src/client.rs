@@ -292,18 +292,25 @@ impl ConnectClient {
         if token.is_empty() {
             return false;
         }
-        let Ok(new) = authorization(&SecretString::from(token.to_owned())) else {
+        if !self.set_token(&SecretString::from(token.to_owned())).unwrap_or(false) {
             return false;
-        };
+        }
+        tracing::info!(file = %path.display(), "the Connect token changed; using the new one");
+        true
+    }
+
+    /// Uses `token` from now on (read from a Kubernetes Secret, say); true when it differs
+    /// from the current one. An error when it cannot be sent as a header.
+    pub fn set_token(&self, token: &SecretString) -> Result<bool, ConnectError> {
+        let new = authorization(token)?;
         let mut current = self.inner.authorization.write().expect("token lock");
         if current.as_bytes() == new.as_bytes() {
-            return false;
+            return Ok(false);
         }
         *current = new;
         self.inner.token_generation.fetch_add(1, Ordering::Relaxed);
         self.inner.token_rejected.store(false, Ordering::Relaxed);
-        tracing::info!(file = %path.display(), "the Connect token changed; using the new one");
-        true
+        Ok(true)
     }
 
     // ----- vaults -----
