@@ -29,8 +29,9 @@ use kube::runtime::watcher;
 use tracing::{debug, info, warn};
 
 use crate::annotations::{
-    AUTO_RESTART, FIELD_MANAGER, ITEM_NAME, ITEM_PATH, MANAGED_BY_LABEL, MANAGED_BY_VALUE, managed_selector,
+    AUTO_RESTART, CONNECT, FIELD_MANAGER, ITEM_NAME, ITEM_PATH, MANAGED_BY_LABEL, MANAGED_BY_VALUE, managed_selector,
 };
+use crate::controller::connections::resource::{CLUSTER_KIND, ConnectionReference, NAMESPACED_KIND};
 use crate::controller::{Context, Error};
 use crate::crd::{OnePasswordItem, OnePasswordItemSpec};
 use crate::kubernetes::{remove_legacy_finalizer, scoped_api, watch_backoff};
@@ -50,7 +51,24 @@ enum Wanted {
         /// Annotations the Secret carries, as Go copies them: `item-name` as written, and
         /// `auto-restart` when set.
         annotations: BTreeMap<String, String>,
+        /// From the `connect` annotation.
+        connect_ref: Option<ConnectionReference>,
     },
+}
+
+/// `<name>`, `OnePasswordConnect/<name>` or `ClusterOnePasswordConnect/<name>`. Anything else
+/// is taken as a name, which then names no connection, as the item's status says.
+fn connection_reference(value: &str) -> ConnectionReference {
+    let value = value.trim();
+    let (kind, name) = match value.split_once('/') {
+        Some((CLUSTER_KIND, name)) => (Some(CLUSTER_KIND.to_owned()), name),
+        Some((NAMESPACED_KIND, name)) => (None, name),
+        _ => (None, value),
+    };
+    ConnectionReference {
+        kind,
+        name: name.to_owned(),
+    }
 }
 
 /// Reads the annotations, from the workload's metadata first, then its pod template (as Go).
@@ -80,6 +98,7 @@ fn wanted(metadata: Option<&BTreeMap<String, String>>, template: Option<&BTreeMa
         item_path,
         secret_name,
         annotations,
+        connect_ref: get(CONNECT).map(|v| connection_reference(v)),
     }
 }
 
@@ -166,6 +185,7 @@ async fn reconcile<K: WorkloadKind>(workload: Arc<K>, wctx: Arc<WorkloadContext>
             item_path,
             secret_name,
             annotations,
+            connect_ref,
         } => {
             if let Some(existing) = items
                 .get_opt(&secret_name)
@@ -189,6 +209,7 @@ async fn reconcile<K: WorkloadKind>(workload: Arc<K>, wctx: Arc<WorkloadContext>
             // plugin it would need `update` on the workload kind's finalizers.
             let owner: OwnerReference = workload.controller_owner_ref(&()).expect("stored objects have a uid");
             let mut opi = OnePasswordItem::new(&secret_name, OnePasswordItemSpec::item(item_path.clone()));
+            opi.spec.connect_ref = connect_ref.clone().map(Box::new);
             // Under a label selector the item carries the workload's labels, so that it is
             // selected as its workload was, by this instance only.
             let mut labels = match &ctx.settings.label_selector {
@@ -253,7 +274,7 @@ async fn run<K: WorkloadKind>(
     store: Store<OnePasswordItem>,
     ctx: Arc<Context>,
 ) {
-    let _ = store.wait_until_ready().await;
+    crate::kubernetes::until_ready(&store).await;
     let ctx = Arc::new(WorkloadContext { ctx, items: store });
     let selected = ctx.ctx.settings.selected();
     Controller::new(api, selected)
@@ -290,6 +311,7 @@ mod tests {
                 item_path: "vaults/a/items/b".into(),
                 secret_name: "my-secret".into(),
                 annotations: map(&[(ITEM_NAME, "My Secret"), (AUTO_RESTART, "true")]),
+                connect_ref: None,
             },
             "the Secret carries item-name as written, as in Go"
         );
@@ -300,6 +322,7 @@ mod tests {
                 item_path: "vaults/t/items/t".into(),
                 secret_name: "from-template".into(),
                 annotations: map(&[(ITEM_NAME, "from-template")]),
+                connect_ref: None,
             }
         );
         assert_eq!(
@@ -308,6 +331,7 @@ mod tests {
                 item_path: "vaults/a/items/b".into(),
                 secret_name: "from-template".into(),
                 annotations: map(&[(ITEM_NAME, "from-template")]),
+                connect_ref: None,
             },
             "each annotation falls back on its own"
         );
@@ -319,5 +343,39 @@ mod tests {
                 item_path: "vaults/a/items/b".into()
             }
         );
+    }
+
+    #[test]
+    fn the_connect_annotation_names_a_connection_of_the_namespace_or_of_the_cluster() {
+        let with = |value: &str| {
+            let meta = map(&[(ITEM_PATH, "vaults/a/items/b"), (ITEM_NAME, "s"), (CONNECT, value)]);
+            match wanted(Some(&meta), None) {
+                Wanted::Secret { connect_ref, .. } => connect_ref.expect("a connectRef"),
+                other => panic!("{other:?}"),
+            }
+        };
+        assert_eq!(
+            with("team-a"),
+            ConnectionReference {
+                kind: None,
+                name: "team-a".into()
+            }
+        );
+        assert_eq!(
+            with("OnePasswordConnect/team-a"),
+            ConnectionReference {
+                kind: None,
+                name: "team-a".into()
+            }
+        );
+        assert_eq!(
+            with(" ClusterOnePasswordConnect/shared "),
+            ConnectionReference {
+                kind: Some(CLUSTER_KIND.into()),
+                name: "shared".into()
+            }
+        );
+        // Names no connection that can exist: the item's status says it is not found.
+        assert_eq!(with("Other/x").name, "Other/x");
     }
 }

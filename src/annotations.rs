@@ -26,6 +26,9 @@ pub const ITEM_VERSION: &str = "operator.1password.io/item-version";
 pub const DATA_DIGEST: &str = "operator.1password.io/data-digest";
 /// `"true"`/`"false"` on a OnePasswordItem (copied to its Secret), Secret, workload or Namespace.
 pub const AUTO_RESTART: &str = "operator.1password.io/auto-restart";
+/// On an annotated workload: the connection its item is read through, `<name>` (a
+/// OnePasswordConnect of its namespace) or `ClusterOnePasswordConnect/<name>`.
+pub const CONNECT: &str = "operator.1password.io/connect";
 /// Written on a restarted workload's pod template.
 pub const LAST_RESTARTED: &str = "operator.1password.io/last-restarted";
 /// On an existing Secret that no OnePasswordItem owns: `"true"` lets the OnePasswordItem of

@@ -13,9 +13,10 @@ use crate::connect::{ConnectConfig, RetryPolicy};
 /// How to reach Connect.
 #[derive(Args, Clone)]
 pub struct ConnectArgs {
-    /// Connect server URL, e.g. http://onepassword-connect:8080.
+    /// Connect server URL, e.g. http://onepassword-connect:8080. `run` may go without one
+    /// (and without a token): then only OnePasswordItems with a connectRef are synced.
     #[arg(long = "connect-host", env = "OP_CONNECT_HOST")]
-    pub host: Url,
+    pub host: Option<Url>,
     /// Connect access token. Prefer --connect-token-file in clusters.
     #[arg(
         long = "connect-token",
@@ -39,7 +40,7 @@ pub struct ConnectArgs {
 impl std::fmt::Debug for ConnectArgs {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ConnectArgs")
-            .field("host", &self.host.as_str())
+            .field("host", &self.host.as_ref().map(Url::as_str))
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("token_file", &self.token_file)
             .field("ca_file", &self.ca_file)
@@ -49,8 +50,16 @@ impl std::fmt::Debug for ConnectArgs {
 }
 
 impl ConnectArgs {
+    /// Whether any Connect setting is given: none at all means no connection of its own.
+    pub fn is_given(&self) -> bool {
+        self.host.is_some() || self.token.is_some() || self.token_file.is_some()
+    }
+
     /// The client configuration; errors name the setting to fix.
     pub fn to_config(&self) -> Result<ConnectConfig, String> {
+        let Some(host) = &self.host else {
+            return Err("no Connect host: set OP_CONNECT_HOST (--connect-host)".into());
+        };
         let token = match (&self.token, &self.token_file) {
             (Some(token), None) => token.clone(),
             (None, Some(path)) => std::fs::read_to_string(path)
@@ -62,7 +71,7 @@ impl ConnectArgs {
         if token.is_empty() {
             return Err("the Connect token is empty".into());
         }
-        let mut config = ConnectConfig::new(self.host.clone(), SecretString::from(token));
+        let mut config = ConnectConfig::new(host.clone(), SecretString::from(token));
         config.token_file = self.token_file.clone();
         config.timeout = Duration::from_secs(self.timeout_secs.max(1));
         config.retry = RetryPolicy::default();

@@ -15,6 +15,20 @@ use crate::annotations::LEGACY_FINALIZER;
 /// 1 s (2 s with jitter). kube's default (client-go's) grows to 30 s, which left drift repair
 /// blind for up to 46 s after an apiserver restart; the few watches of one operator cost a
 /// recovering apiserver little.
+/// Waits until the watch behind `store` has listed its objects once. kube's
+/// `Store::wait_until_ready` wakes only the last of several tasks waiting at once (they share
+/// one oneshot receiver, which keeps one waker), so every waiter here checks on its own.
+pub(crate) async fn until_ready<K>(store: &kube::runtime::reflector::Store<K>)
+where
+    K: kube::runtime::reflector::Lookup + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    use futures::FutureExt;
+    while store.wait_until_ready().now_or_never().is_none() {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 pub(crate) fn watch_backoff() -> impl kube::runtime::utils::Backoff {
     let retries = backon::ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(100))

@@ -8,7 +8,9 @@
 //! - [`controller`]: the OnePasswordItem controller, one file per step
 //!   (resolve → fetch → build → apply → status) and its [`controller::Context`].
 //! - [`wiring`]: builds the watches, controllers, poller and restarter and runs them.
-//! - `poller`: O(vaults) change detection that triggers the controller.
+//! - `poller`: O(vaults) change detection that triggers the controller, one per connection.
+//! - [`connections`] (in the controller): several Connect servers and tokens: the `OnePasswordConnect` and
+//!   `ClusterOnePasswordConnect` resources, and the connection each resource uses.
 //! - `annotated_workloads`: Secrets for workloads annotated with `item-path` and `item-name`.
 //! - `restart`: restarts of workloads whose Secret data changed; `workload_kind`: the one
 //!   trait for Deployments, StatefulSets and DaemonSets.
@@ -25,6 +27,9 @@ pub mod cli;
 /// The Connect API client, its own crate (`crates/connect`).
 pub use onepassword_connect as connect;
 pub mod controller;
+/// The connection resources and the connection each OnePasswordItem uses; part of the
+/// controller.
+pub use controller::connections;
 pub mod crd;
 mod events;
 mod kubernetes;
@@ -72,6 +77,27 @@ pub fn truncate_utf8(mut text: String, max_bytes: usize) -> String {
     text.truncate(end);
     text.push('…');
     text
+}
+
+/// Every CRD of the operator: `OnePasswordItem`, `OnePasswordConnect` and
+/// `ClusterOnePasswordConnect` (the source of `crds/` and of the chart's CRD templates).
+pub fn all_crds() -> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> {
+    use kube::CustomResourceExt;
+    vec![
+        crd::crd(),
+        connections::resource::OnePasswordConnect::crd(),
+        connections::resource::ClusterOnePasswordConnect::crd(),
+    ]
+}
+
+/// The CRD named `name` (`onepassworditems.onepassword.com`, or its plural alone).
+pub fn crd_named(
+    name: &str,
+) -> Option<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> {
+    all_crds().into_iter().find(|c| {
+        let full = c.metadata.name.as_deref().unwrap_or_default();
+        full == name || c.spec.names.plural == name
+    })
 }
 
 #[cfg(test)]

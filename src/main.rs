@@ -47,11 +47,14 @@ struct Logging {
 enum Command {
     /// Run the operator: sync OnePasswordItems into Secrets.
     Run(RunArgs),
-    /// Print the OnePasswordItem CustomResourceDefinition as YAML.
+    /// Print a CustomResourceDefinition as YAML: OnePasswordItem's unless another is named.
     Crd {
         /// Print it as the Helm chart's template instead.
         #[arg(long)]
         helm: bool,
+        /// The CRD: onepassworditems, onepasswordconnects or clusteronepasswordconnects.
+        #[arg(default_value = "onepassworditems")]
+        name: String,
     },
     /// Check that a Connect host and token work, and optionally resolve an item path.
     ConnectCheck(ConnectCheckArgs),
@@ -161,15 +164,19 @@ async fn main() -> ExitCode {
         Command::Run(args) => run(args).await,
         Command::ConnectCheck(args) => connect_check(args).await,
         Command::Render(args) => render(args).await,
-        Command::Crd { helm } => {
-            let text = if helm {
-                onepassword_operator::crd::crd_helm_template()
-            } else {
-                onepassword_operator::crd::crd_yaml()
-            };
-            print!("{text}");
-            Ok(())
-        }
+        Command::Crd { helm, name } => match onepassword_operator::crd_named(&name) {
+            Some(crd) if helm => {
+                print!("{}", onepassword_operator::crd::helm_template_of(&crd));
+                Ok(())
+            }
+            Some(crd) => {
+                print!("{}", onepassword_operator::crd::yaml_of(&crd));
+                Ok(())
+            }
+            None => Err(format!(
+                "no CRD named {name:?}: onepassworditems, onepasswordconnects or clusteronepasswordconnects"
+            )),
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -180,7 +187,22 @@ async fn main() -> ExitCode {
     }
 }
 
+/// `connect-check` and `render` need a host: without one, a usage error (exit 2) as clap
+/// gives for any missing argument. Only `run` may go without.
+fn require_host(connect: &ConnectArgs) {
+    if connect.host.is_none() {
+        use clap::CommandFactory;
+        Cli::command()
+            .error(
+                clap::error::ErrorKind::MissingRequiredArgument,
+                "the Connect host is required: --connect-host <URL> (or OP_CONNECT_HOST)",
+            )
+            .exit();
+    }
+}
+
 async fn connect_check(args: ConnectCheckArgs) -> Result<(), String> {
+    require_host(&args.connect);
     let client = ConnectClient::new(args.connect.to_config()?).map_err(|e| onepassword_operator::error_chain(&e))?;
     let report = onepassword_operator::check::connect_check(&client, args.item_path.as_deref()).await?;
     print!("{report}");
@@ -188,6 +210,7 @@ async fn connect_check(args: ConnectCheckArgs) -> Result<(), String> {
 }
 
 async fn render(args: RenderArgs) -> Result<(), String> {
+    require_host(&args.connect);
     let manifest = if args.file.as_os_str() == "-" {
         std::io::read_to_string(std::io::stdin()).map_err(|e| format!("cannot read standard input: {e}"))?
     } else {
@@ -215,8 +238,16 @@ async fn render(args: RenderArgs) -> Result<(), String> {
 
 async fn run(args: RunArgs) -> Result<(), String> {
     let metrics = Arc::new(Metrics::default());
-    let connect = ConnectClient::with_metrics(args.connect.to_config()?, metrics.connect.clone())
-        .map_err(|e| onepassword_operator::error_chain(&e))?;
+    let connect = if args.connect.is_given() {
+        let config = args.connect.to_config()?;
+        Some(
+            ConnectClient::with_metrics(config, metrics.connect.clone())
+                .map_err(|e| onepassword_operator::error_chain(&e))?,
+        )
+    } else {
+        tracing::info!("no Connect host of the operator's own: only OnePasswordItems with a connectRef are synced");
+        None
+    };
     onepassword_operator::connect::client::install_crypto_provider();
     let client = kube::Client::try_default().await.map_err(|e| {
         format!(
@@ -256,6 +287,7 @@ async fn run(args: RunArgs) -> Result<(), String> {
         copy_annotations: args.enable_annotations,
         digest_key,
         label_selector: args.label_selector,
+        connect_timeout: Duration::from_secs(args.connect.timeout_secs.max(1)),
         ..Settings::default()
     };
     tracing::info!(namespaces = ?settings.namespaces, interval = ?settings.polling_interval, label_selector = ?settings.label_selector, "starting the OnePasswordItem controller");

@@ -21,6 +21,14 @@ pub struct ReconcileLabels {
 pub struct PollLabels {
     /// `ok`, or `error` when a vault could not be checked.
     pub result: &'static str,
+    /// `operator`, `OnePasswordConnect/<namespace>/<name>` or `ClusterOnePasswordConnect/<name>`.
+    pub connection: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConnectionLabels {
+    /// `OnePasswordConnect/<namespace>/<name>` or `ClusterOnePasswordConnect/<name>`.
+    pub connection: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -38,6 +46,8 @@ pub struct Metrics {
     pub polls: Family<PollLabels, Counter>,
     pub poll_duration: Histogram,
     pub resources: Family<ResourceLabels, Gauge>,
+    pub connection_ready: Family<ConnectionLabels, Gauge>,
+    pub connection_token_expiry: Family<ConnectionLabels, Gauge>,
     pub last_successful_sync: Gauge<f64, std::sync::atomic::AtomicU64>,
     pub last_successful_poll: Gauge<f64, std::sync::atomic::AtomicU64>,
 }
@@ -73,6 +83,18 @@ impl Default for Metrics {
             "OnePasswordItems by whether their Secret matches the item",
             resources.clone(),
         );
+        let connection_ready = Family::<ConnectionLabels, Gauge>::default();
+        registry.register(
+            "connection_ready",
+            "1 while a connection resource's Connect server accepts its token, else 0",
+            connection_ready.clone(),
+        );
+        let connection_token_expiry = Family::<ConnectionLabels, Gauge>::default();
+        registry.register(
+            "connection_token_expiry_timestamp_seconds",
+            "When a connection resource's Connect token expires (Unix time), for tokens that carry an expiry",
+            connection_token_expiry.clone(),
+        );
         let last_successful_sync = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
         registry.register(
             "last_successful_sync_timestamp_seconds",
@@ -93,6 +115,8 @@ impl Default for Metrics {
             polls,
             poll_duration,
             resources,
+            connection_ready,
+            connection_token_expiry,
             last_successful_sync,
             last_successful_poll,
         }
@@ -109,21 +133,55 @@ impl Metrics {
     }
 
     /// A change-detection poll; `checked_every_vault` is false when a vault could not be read.
-    pub fn polled(&self, checked_every_vault: bool, took: Duration) {
+    pub fn polled(&self, connection: &str, checked_every_vault: bool, took: Duration) {
         let result = if checked_every_vault { "ok" } else { "error" };
-        self.polls.get_or_create(&PollLabels { result }).inc();
+        let connection = connection.to_owned();
+        self.polls.get_or_create(&PollLabels { result, connection }).inc();
         self.poll_duration.observe(took.as_secs_f64());
         if checked_every_vault {
             self.last_successful_poll.set(unix_now());
         }
     }
 
+    /// Polls of the operator's own connection.
     pub fn poll_count(&self) -> u64 {
+        self.connection_poll_count("operator")
+    }
+
+    /// Polls of one connection, by its `connection` label.
+    pub fn connection_poll_count(&self, connection: &str) -> u64 {
         // One statement each: a Family guard held across a second `get_or_create` of a new
         // label would deadlock on the family's lock.
-        let ok = self.polls.get_or_create(&PollLabels { result: "ok" }).get();
-        let failed = self.polls.get_or_create(&PollLabels { result: "error" }).get();
+        let labels = |result| PollLabels {
+            result,
+            connection: connection.to_owned(),
+        };
+        let ok = self.polls.get_or_create(&labels("ok")).get();
+        let failed = self.polls.get_or_create(&labels("error")).get();
         ok + failed
+    }
+
+    pub fn set_connection_ready(&self, connection: &str, ready: bool) {
+        let labels = ConnectionLabels {
+            connection: connection.to_owned(),
+        };
+        self.connection_ready.get_or_create(&labels).set(i64::from(ready));
+    }
+
+    pub fn set_token_expiry(&self, connection: &str, unix_seconds: i64) {
+        let labels = ConnectionLabels {
+            connection: connection.to_owned(),
+        };
+        self.connection_token_expiry.get_or_create(&labels).set(unix_seconds);
+    }
+
+    /// Drops the gauges of a connection resource that is gone.
+    pub fn forget_connection(&self, connection: &str) {
+        let labels = ConnectionLabels {
+            connection: connection.to_owned(),
+        };
+        self.connection_ready.remove(&labels);
+        self.connection_token_expiry.remove(&labels);
     }
 
     /// Sets how many of the `total` resources are in sync.

@@ -18,6 +18,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use tracing::{debug, info, warn};
 
 use crate::connect::ConnectError;
+use crate::controller::connections::Connection;
 use crate::controller::fetch::ItemKey;
 use crate::controller::outcome::ConnectFailure;
 use crate::controller::{Context, Error};
@@ -133,7 +134,7 @@ impl Triggers {
         Self { senders }
     }
 
-    fn send(&mut self, object: ObjectRef<OnePasswordItem>) {
+    pub(crate) fn send(&mut self, object: ObjectRef<OnePasswordItem>) {
         let sender = match self.senders.get(&object.namespace) {
             Some(sender) => Some(sender),
             None => self.senders.get(&None),
@@ -147,8 +148,11 @@ impl Triggers {
     }
 }
 
+/// The change detection of one connection: it checks the vaults of the resources that name
+/// it, and ends when the connection is no longer in use.
 pub(crate) struct Poller {
     ctx: Arc<Context>,
+    connection: Arc<Connection>,
     stores: Vec<Store<OnePasswordItem>>,
     triggers: Triggers,
     seen: HashMap<String, VaultSeen>,
@@ -171,9 +175,15 @@ pub(crate) struct PollReport {
 }
 
 impl Poller {
-    pub(crate) fn new(ctx: Arc<Context>, stores: Vec<Store<OnePasswordItem>>, triggers: Triggers) -> Self {
+    pub(crate) fn new(
+        ctx: Arc<Context>,
+        connection: Arc<Connection>,
+        stores: Vec<Store<OnePasswordItem>>,
+        triggers: Triggers,
+    ) -> Self {
         Self {
             ctx,
+            connection,
             stores,
             triggers,
             seen: HashMap::new(),
@@ -183,29 +193,35 @@ impl Poller {
         }
     }
 
-    /// Polls every `polling_interval` until the process ends.
+    /// Polls every `polling_interval` until the connection is no longer in use.
     pub(crate) async fn run(mut self) {
         for store in &self.stores {
-            let _ = store.wait_until_ready().await;
+            crate::kubernetes::until_ready(store).await;
         }
-        self.ctx.set_caches_synced();
         let interval = self.ctx.settings.polling_interval;
-        info!(?interval, "change detection started");
+        let connection = self.connection.key.to_string();
+        info!(?interval, %connection, "change detection started");
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut failed_polls: u32 = 0;
         loop {
             ticker.tick().await;
+            if !self.ctx.connections.is_current(&self.connection) {
+                info!(%connection, "change detection ended: the connection is no longer in use");
+                return;
+            }
             self.after_a_token_change();
             let started = Instant::now();
             let report = self.poll_once().await;
-            self.ctx.directory.polled();
-            self.ctx.metrics.polled(report.failed == 0, started.elapsed());
+            self.connection.directory.polled();
+            self.ctx
+                .metrics
+                .polled(&connection, report.failed == 0, started.elapsed());
             if report.triggered > 0 || report.failed > 0 {
                 debug!(?report, "poll");
             }
             if report.unauthorized {
-                warn!(pause = ?AUTH_PAUSE, "Connect rejected the token; change detection pauses until the token changes");
+                warn!(pause = ?AUTH_PAUSE, %connection, "Connect rejected the token; change detection pauses until the token changes");
                 self.pause_until_the_token_changes().await;
                 continue;
             }
@@ -239,8 +255,8 @@ impl Poller {
     /// Reads the token file; when the token changed since the last poll (read here, or by
     /// a request that Connect refused), reconciles whatever is not in sync. True if it did.
     fn after_a_token_change(&mut self) -> bool {
-        self.ctx.connect.reload_token();
-        let generation = self.ctx.connect.token_generation();
+        self.connection.connect.reload_token();
+        let generation = self.connection.connect.token_generation();
         if generation == self.token_generation {
             return false;
         }
@@ -249,9 +265,24 @@ impl Poller {
         true
     }
 
+    /// The resources that name this connection.
+    fn objects(&self) -> Vec<Arc<OnePasswordItem>> {
+        let key = &self.connection.key;
+        self.stores
+            .iter()
+            .flat_map(|s| s.state())
+            .filter(|o| {
+                key.is_named_by(
+                    o.metadata.namespace.as_deref().unwrap_or_default(),
+                    o.spec.connect_ref.as_deref(),
+                )
+            })
+            .collect()
+    }
+
     /// Reconciles every resource that is not in sync, resolved or not.
     fn trigger_unsynced(&mut self) {
-        let objects: Vec<Arc<OnePasswordItem>> = self.stores.iter().flat_map(|s| s.state()).collect();
+        let objects = self.objects();
         for object in objects
             .iter()
             .filter(|o| !o.status.as_ref().is_some_and(|s| s.is_in_sync()))
@@ -262,35 +293,14 @@ impl Poller {
 
     /// One round over the referenced vaults.
     pub(crate) async fn poll_once(&mut self) -> PollReport {
-        let objects: Vec<Arc<OnePasswordItem>> = self.stores.iter().flat_map(|s| s.state()).collect();
-        let in_sync = objects
-            .iter()
-            .filter(|o| o.status.as_ref().is_some_and(|s| s.is_in_sync()))
-            .count();
-        self.ctx.metrics.set_resources(in_sync, objects.len());
-        // A Secret goes with its deleted owner: forget what we knew of it. Every entry has an
-        // owner of the same name, so only more entries than owners means some are stale.
-        if self.ctx.known.len() > objects.len() {
-            let owners: HashSet<(&str, &str)> = objects
-                .iter()
-                .map(|o| {
-                    (
-                        o.metadata.namespace.as_deref().unwrap_or_default(),
-                        o.metadata.name.as_deref().unwrap_or_default(),
-                    )
-                })
-                .collect();
-            self.ctx
-                .known
-                .retain(|namespace, name| owners.contains(&(namespace, name)));
-        }
+        let objects = self.objects();
         let tracked = tracked(&objects);
         // Items no resource points at any more (deleted, or moved to another item) are let
         // go at the second poll that finds them so: a resource synced a moment ago may not
         // show its ids in the watch cache yet.
         let referenced: HashSet<(&str, &str)> = tracked.iter().map(|t| (t.vault_id, t.item_id)).collect();
         let unreferenced: HashSet<ItemKey> = self
-            .ctx
+            .connection
             .items
             .keys()
             .into_iter()
@@ -298,7 +308,7 @@ impl Poller {
             .collect();
         let before = std::mem::replace(&mut self.unreferenced_items, unreferenced);
         if !before.is_empty() {
-            self.ctx
+            self.connection
                 .items
                 .retain(|key| !(before.contains(key) && self.unreferenced_items.contains(key)));
         }
@@ -306,7 +316,7 @@ impl Poller {
         self.seen.retain(|vault, _| vaults.contains(vault));
         // Title listings of vaults that no resource pointed at in two polls are let go too.
         let previous = std::mem::replace(&mut self.referenced_vaults, vaults.clone());
-        self.ctx
+        self.connection
             .directory
             .retain_vaults(|vault| vaults.contains(vault) || previous.contains(vault));
         let mut report = PollReport {
@@ -314,10 +324,10 @@ impl Poller {
             ..PollReport::default()
         };
 
-        let (ctx, seen) = (&self.ctx, &self.seen);
+        let (connection, seen) = (&self.connection, &self.seen);
         let checks = futures::stream::iter(vaults)
             .map(|vault_id| {
-                let connect = &ctx.connect;
+                let connect = &connection.connect;
                 let previous = seen.get(&vault_id).copied();
                 async move {
                     let vault = match connect.get_vault(&vault_id).await {
@@ -332,7 +342,7 @@ impl Poller {
                         match connect.list_item_summaries(&vault_id, None).await {
                             Ok(items) => {
                                 // The titles new resources are resolved with stay current.
-                                Some(ctx.directory.listed_items(&vault_id, &items, asked).await)
+                                Some(connection.directory.listed_items(&vault_id, &items, asked).await)
                             }
                             Err(err) => return Err((vault_id, err)),
                         }
@@ -350,7 +360,7 @@ impl Poller {
         for check in checks {
             match check {
                 Ok((vault_id, content_version, listed)) => {
-                    recovered |= self.ctx.vault_recovered(&vault_id);
+                    recovered |= self.connection.vault_recovered(&vault_id);
                     let stale = listed
                         .as_ref()
                         .map(|l| stale(&tracked, &vault_id, l))
@@ -368,9 +378,9 @@ impl Poller {
                         // Drop the cached item only if it is not the listed version already
                         // (a frozen item stays behind on purpose).
                         let key = resource.key();
-                        let cached = self.ctx.items.peek(&key).map(|c| c.item.version);
+                        let cached = self.connection.items.peek(&key).map(|c| c.item.version);
                         if cached != listed.get(resource.item_id).copied() {
-                            self.ctx.items.invalidate(&key);
+                            self.connection.items.invalidate(&key);
                         }
                         self.triggers.send(ObjectRef::from_obj(resource.object));
                         report.triggered += 1;
@@ -386,9 +396,9 @@ impl Poller {
                 Err((vault_id, err)) => {
                     report.failed += 1;
                     report.unauthorized |= matches!(err, ConnectError::Unauthorized { .. });
-                    warn!(vault = %vault_id, error = %crate::error_chain(&err), "cannot check a vault for changes");
+                    warn!(vault = %vault_id, connection = %self.connection.key, error = %crate::error_chain(&err), "cannot check a vault for changes");
                     let failure = ConnectFailure::from(&Error::from(err));
-                    if self.ctx.vault_failed(&vault_id, failure) {
+                    if self.connection.vault_failed(&vault_id, failure) {
                         // Newly unreachable: the resources of this vault must say so.
                         self.trigger_vault(&tracked, &vault_id, &mut report);
                     }
@@ -408,6 +418,40 @@ impl Poller {
         for resource in tracked.iter().filter(|t| t.vault_id == vault_id) {
             self.triggers.send(ObjectRef::from_obj(resource.object));
             report.triggered += 1;
+        }
+    }
+}
+
+/// What is not any one connection's: the resource gauges, and forgetting the Secrets of
+/// deleted resources. Every `polling_interval` until the process ends.
+pub(crate) async fn keep_house(ctx: Arc<Context>, stores: Vec<Store<OnePasswordItem>>) {
+    for store in &stores {
+        crate::kubernetes::until_ready(store).await;
+    }
+    ctx.set_caches_synced();
+    let mut ticker = tokio::time::interval(ctx.settings.polling_interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let objects: Vec<Arc<OnePasswordItem>> = stores.iter().flat_map(|s| s.state()).collect();
+        let in_sync = objects
+            .iter()
+            .filter(|o| o.status.as_ref().is_some_and(|s| s.is_in_sync()))
+            .count();
+        ctx.metrics.set_resources(in_sync, objects.len());
+        // A Secret goes with its deleted owner: forget what we knew of it. Every entry has an
+        // owner of the same name, so only more entries than owners means some are stale.
+        if ctx.known.len() > objects.len() {
+            let owners: HashSet<(&str, &str)> = objects
+                .iter()
+                .map(|o| {
+                    (
+                        o.metadata.namespace.as_deref().unwrap_or_default(),
+                        o.metadata.name.as_deref().unwrap_or_default(),
+                    )
+                })
+                .collect();
+            ctx.known.retain(|namespace, name| owners.contains(&(namespace, name)));
         }
     }
 }

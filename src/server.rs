@@ -29,7 +29,12 @@ async fn readyz(State(ctx): State<Arc<Context>>) -> Response {
         )
             .into_response();
     }
-    if ctx.connect.token_rejected() {
+    // Connection resources report their own health in their status: one tenant's Connect
+    // must not take the operator out of its Service.
+    let Some(connect) = ctx.connect() else {
+        return "ok".into_response();
+    };
+    if connect.token_rejected() {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             "not ready: Connect rejects the token; give the operator a valid one (a rotated token file is picked up without a restart)",
@@ -37,7 +42,7 @@ async fn readyz(State(ctx): State<Arc<Context>>) -> Response {
             .into_response();
     }
     // One attempt, bounded: a probe must answer quickly and not retry on its own.
-    match tokio::time::timeout(HEARTBEAT_TIMEOUT, ctx.connect.heartbeat_once()).await {
+    match tokio::time::timeout(HEARTBEAT_TIMEOUT, connect.heartbeat_once()).await {
         Ok(Ok(())) => "ok".into_response(),
         Ok(Err(err)) => (
             StatusCode::SERVICE_UNAVAILABLE,

@@ -17,10 +17,12 @@ use tracing::{Instrument, debug};
 
 use crate::annotated_workloads;
 use crate::annotations::{LAST_APPLIED, managed_selector};
+use crate::controller::connections::resource::{ClusterOnePasswordConnect, OnePasswordConnect};
+use crate::controller::connections::{ConnectionEvent, ConnectionStores, status as connection_status};
 use crate::controller::{self, Context};
 use crate::crd::OnePasswordItem;
 use crate::kubernetes::{scoped_api, watch_backoff};
-use crate::poller::{Poller, Triggers};
+use crate::poller::{self, Poller, Triggers};
 
 /// Runs everything the operator does until a termination signal.
 pub async fn run(ctx: Arc<Context>) {
@@ -34,8 +36,12 @@ pub async fn run(ctx: Arc<Context>) {
     let mut secret_stores = Vec::new();
     let mut senders = BTreeMap::new();
     let mut runs: Vec<BoxFuture<'static, ()>> = Vec::new();
+    let mut connection_stores = Vec::new();
     for namespace in scopes {
         let ns = namespace.as_deref();
+        let (store, run) = connection_controller::<OnePasswordConnect>(&ctx, scoped_api(&ctx.client, ns));
+        connection_stores.push(store);
+        runs.push(run);
         let items: Api<OnePasswordItem> = scoped_api(&ctx.client, ns);
         let secrets: Api<PartialObjectMeta<Secret>> = scoped_api(&ctx.client, ns);
         let (trigger, triggered) = futures::channel::mpsc::unbounded();
@@ -90,17 +96,117 @@ pub async fn run(ctx: Arc<Context>) {
         let ctx = ctx.clone();
         async move {
             for store in &secret_stores {
-                let _ = store.wait_until_ready().await;
+                crate::kubernetes::until_ready(store).await;
             }
             ctx.known.watch_ready(secret_stores);
             futures::future::pending::<()>().await
         }
     };
-    let poller = Poller::new(ctx.clone(), stores, Triggers::new(senders));
+    let (cluster_store, run) = connection_controller::<ClusterOnePasswordConnect>(&ctx, Api::all(ctx.client.clone()));
+    runs.push(run);
+    ctx.connections.set_stores(ConnectionStores {
+        namespaced: connection_stores,
+        cluster: cluster_store,
+    });
+    let triggers = Triggers::new(senders);
+    // These never end on their own: the controllers, which stop on a termination signal,
+    // end the whole run (so that a leader releases its lease).
+    let mut pollers: Vec<BoxFuture<'static, ()>> = Vec::new();
+    if let Some(operator) = ctx.connections.operator() {
+        let poller = Poller::new(ctx.clone(), operator.clone(), stores.clone(), triggers.clone());
+        pollers.push(Box::pin(poller.run()));
+    }
+    pollers.push(Box::pin(follow_connections(ctx.clone(), stores.clone(), triggers)));
     tokio::select! {
         _ = futures::future::join_all(runs) => {}
-        _ = poller.run() => {}
+        _ = futures::future::join_all(pollers) => {}
+        _ = poller::keep_house(ctx.clone(), stores) => {}
         _ = ctx.restarter.clone().run() => {}
         _ = secrets_listed => {}
+    }
+}
+
+/// The watch and the status controller of one kind of connection resource.
+fn connection_controller<K>(ctx: &Arc<Context>, api: Api<K>) -> (reflector::Store<K>, BoxFuture<'static, ()>)
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + serde::Serialize
+        + Send
+        + Sync
+        + 'static,
+    K: ConnectionResource,
+{
+    let (store, writer) = reflector::store();
+    let stream = watcher::watcher(api, watcher::Config::default())
+        .backoff(watch_backoff())
+        .reflect(writer)
+        .applied_objects();
+    let run = Controller::for_stream(stream, store.clone())
+        .shutdown_on_signal()
+        .run(K::reconcile, connection_status::error_policy, ctx.clone())
+        .for_each(|result| async move {
+            if let Err(err) = result {
+                debug!(error = %err, "connection controller event");
+            }
+        });
+    (store, Box::pin(run))
+}
+
+/// The two kinds of connection resource, to the wiring.
+trait ConnectionResource: Sized {
+    fn reconcile(
+        object: Arc<Self>,
+        ctx: Arc<Context>,
+    ) -> BoxFuture<'static, Result<kube::runtime::controller::Action, kube::Error>>;
+}
+
+impl ConnectionResource for OnePasswordConnect {
+    fn reconcile(
+        object: Arc<Self>,
+        ctx: Arc<Context>,
+    ) -> BoxFuture<'static, Result<kube::runtime::controller::Action, kube::Error>> {
+        Box::pin(connection_status::reconcile_namespaced(object, ctx))
+    }
+}
+
+impl ConnectionResource for ClusterOnePasswordConnect {
+    fn reconcile(
+        object: Arc<Self>,
+        ctx: Arc<Context>,
+    ) -> BoxFuture<'static, Result<kube::runtime::controller::Action, kube::Error>> {
+        Box::pin(connection_status::reconcile_cluster(object, ctx))
+    }
+}
+
+/// Starts a poller for each connection put in use, reconciles the resources that name a
+/// connection when it changes, and lets go of connections whose resource is deleted.
+async fn follow_connections(ctx: Arc<Context>, stores: Vec<reflector::Store<OnePasswordItem>>, mut triggers: Triggers) {
+    let Some(mut events) = ctx.connections.take_events() else {
+        return;
+    };
+    let mut sweep = tokio::time::interval(ctx.settings.polling_interval);
+    loop {
+        tokio::select! {
+            event = events.next() => match event {
+                Some(ConnectionEvent::Started(connection)) => {
+                    debug!(connection = %connection.key, "starting its poller");
+                    let poller = Poller::new(ctx.clone(), connection, stores.clone(), triggers.clone());
+                    tokio::spawn(poller.run());
+                }
+                Some(ConnectionEvent::Changed(key)) => {
+                    for object in stores.iter().flat_map(|s| s.state()) {
+                        let namespace = object.metadata.namespace.as_deref().unwrap_or_default();
+                        if key.is_named_by(namespace, object.spec.connect_ref.as_deref()) {
+                            triggers.send(kube::runtime::reflector::ObjectRef::from_obj(object.as_ref()));
+                        }
+                    }
+                }
+                None => return,
+            },
+            _ = sweep.tick() => ctx.connections.retire_deleted(&ctx.metrics),
+        }
     }
 }

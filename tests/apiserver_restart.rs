@@ -53,7 +53,7 @@ async fn drift_repair_resumes_within_seconds_after_an_apiserver_restart() {
         namespaces: vec![ns.clone()],
         ..Settings::default()
     };
-    let ctx = Arc::new(Context::new(kube.clone(), connect, settings, metrics));
+    let ctx = Arc::new(Context::new(kube.clone(), Some(connect), settings, metrics));
     let operator = tokio::spawn(wiring::run(ctx));
 
     let items: Api<OnePasswordItem> = Api::namespaced(kube.clone(), &ns);

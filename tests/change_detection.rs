@@ -212,7 +212,12 @@ async fn metrics_and_probes_tell_the_truth() {
         ),
         6.0
     );
-    assert!(metric(&text, r#"onepassword_operator_polls_total{result="ok"}"#) >= 2.0);
+    assert!(
+        metric(
+            &text,
+            r#"onepassword_operator_polls_total{result="ok",connection="operator"}"#
+        ) >= 2.0
+    );
     assert!(metric(&text, "onepassword_operator_reconcile_duration_seconds_count") >= 6.0);
     assert!(metric(&text, "onepassword_operator_poll_duration_seconds_count") >= 2.0);
     let now = std::time::SystemTime::now()
@@ -237,7 +242,12 @@ async fn metrics_and_probes_tell_the_truth() {
         after_polls(&h, 1).await;
         let (_, text) = get(&format!("http://{metrics_addr}/metrics")).await;
         if metric(&text, r#"onepassword_operator_resources{state="out_of_sync"}"#) == 6.0 {
-            assert!(metric(&text, r#"onepassword_operator_polls_total{result="error"}"#) >= 1.0);
+            assert!(
+                metric(
+                    &text,
+                    r#"onepassword_operator_polls_total{result="error",connection="operator"}"#
+                ) >= 1.0
+            );
             assert!(
                 metric(
                     &text,

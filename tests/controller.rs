@@ -575,12 +575,12 @@ async fn a_token_written_to_the_token_file_is_used_without_a_restart() {
     // A token that Connect does not know: the first sync is refused, and /readyz says why.
     // The resource is made once the operator has read the new token (at its next poll), not
     // before: with the token it started with, the first sync would succeed.
-    let started_with = h.ctx.connect().token_generation();
+    let started_with = h.ctx.connect().unwrap().token_generation();
     std::fs::write(&h.token_file, "revoked-token").unwrap();
     support::wait_for(
         "the operator to read the new token",
         Duration::from_secs(10),
-        async || (h.ctx.connect().token_generation() > started_with).then_some(()),
+        async || (h.ctx.connect().unwrap().token_generation() > started_with).then_some(()),
     )
     .await;
     h.create("db", "vaults/Demo/items/Database").await;

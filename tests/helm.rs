@@ -423,20 +423,19 @@ async fn install_upgrade_and_run_as_the_charts_service_account() {
     let kubeconfig = work.path().join("admin.kubeconfig");
     cluster.write_kubeconfig(&Identity::Admin, &kubeconfig).unwrap();
 
-    // The test harness installed crds/ already: hand the CRD to Helm, as an upgrade from a
-    // kubectl-applied CRD would.
+    // The test harness installed crds/ already: hand the CRDs to Helm, as an upgrade from
+    // kubectl-applied CRDs would.
     let crds: Api<CustomResourceDefinition> = Api::all(admin.clone());
     let adopt = json!({ "metadata": {
         "labels": { "app.kubernetes.io/managed-by": "Helm" },
         "annotations": { "meta.helm.sh/release-name": "op", "meta.helm.sh/release-namespace": release_ns }
     }});
-    crds.patch(
-        "onepassworditems.onepassword.com",
-        &PatchParams::default(),
-        &Patch::Merge(&adopt),
-    )
-    .await
-    .unwrap();
+    for crd in onepassword_operator::all_crds() {
+        let name = crd.metadata.name.unwrap();
+        crds.patch(&name, &PatchParams::default(), &Patch::Merge(&adopt))
+            .await
+            .unwrap();
+    }
 
     let sim = sim::start(
         SimConfig::new(DataFile::embedded_example()),

@@ -1327,7 +1327,8 @@ mod tests {
         assert_eq!(size_of::<FieldData>(), 64);
         assert_eq!(size_of::<UrlData>(), 40);
         assert_eq!(size_of::<ItemData>(), 104);
-        // The watch cache holds every OnePasswordItem: the optional template stays a pointer.
-        assert_eq!(size_of::<crate::crd::OnePasswordItemSpec>(), 80);
+        // The watch cache holds every OnePasswordItem: the optional template and connectRef
+        // stay pointers.
+        assert_eq!(size_of::<crate::crd::OnePasswordItemSpec>(), 88);
     }
 }

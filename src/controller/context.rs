@@ -11,14 +11,12 @@ use kube::runtime::reflector::ObjectRef;
 
 use super::build::MappingOptions;
 use super::digest::DigestKey;
-use super::fetch::ItemCache;
 use super::known::KnownSecrets;
-use super::outcome::ConnectFailure;
 use super::repairs::RepairThrottle;
-use super::resolve::Directory;
 use super::status::EventSpec;
 use super::written_status::WrittenStatuses;
 use crate::connect::ConnectClient;
+use crate::controller::connections::Connections;
 use crate::crd::OnePasswordItem;
 use crate::events::EventPublisher;
 use crate::metrics::Metrics;
@@ -50,6 +48,8 @@ pub struct Settings {
     /// Only OnePasswordItems (and annotated workloads) with these labels are managed, so
     /// that several installs can split a cluster.
     pub label_selector: Option<String>,
+    /// Timeout of one request to the Connect servers of connection resources.
+    pub connect_timeout: Duration,
 }
 
 impl Settings {
@@ -76,6 +76,7 @@ impl Default for Settings {
             copy_annotations: false,
             digest_key: None,
             label_selector: None,
+            connect_timeout: Duration::from_secs(15),
         }
     }
 }
@@ -83,10 +84,10 @@ impl Default for Settings {
 /// Everything a reconcile needs, shared by the controllers, the poller and the HTTP server.
 pub struct Context {
     pub(crate) client: kube::Client,
-    pub(crate) connect: ConnectClient,
-    pub(crate) items: ItemCache,
-    /// Vault and item listings that titles are resolved with.
-    pub(crate) directory: Directory,
+    /// The operator's own connection and those of connection resources, each with its own
+    /// client and caches.
+    pub(crate) connections: Connections,
+    pub(crate) connection_checks: crate::controller::connections::status::Checks,
     /// Which Secrets are untouched since we wrote them: those need no read.
     pub(crate) known: KnownSecrets,
     pub(crate) settings: Settings,
@@ -98,14 +99,18 @@ pub struct Context {
     /// Statuses written that the watch cache may not show yet.
     pub(crate) written_statuses: WrittenStatuses,
     failures: Mutex<HashMap<ObjectRef<OnePasswordItem>, u32>>,
-    /// Vaults the poller could not check last time, and why.
-    vault_failures: Mutex<HashMap<String, ConnectFailure>>,
     caches_synced: AtomicBool,
     standby: AtomicBool,
 }
 
 impl Context {
-    pub fn new(client: kube::Client, connect: ConnectClient, settings: Settings, metrics: Arc<Metrics>) -> Self {
+    /// `connect`: the operator's own Connect client, for resources without `connectRef`.
+    pub fn new(
+        client: kube::Client,
+        connect: Option<ConnectClient>,
+        settings: Settings,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         let events = EventPublisher::new(client.clone(), "onepassword-operator", std::env::var("POD_NAME").ok());
         Self {
             restarter: Restarter::new(client.clone(), events.clone(), settings.auto_restart),
@@ -113,14 +118,12 @@ impl Context {
             repairs: RepairThrottle::default(),
             written_statuses: WrittenStatuses::default(),
             client,
-            connect,
-            items: ItemCache::default(),
-            directory: Directory::default(),
+            connections: Connections::new(connect),
+            connection_checks: Default::default(),
             known: KnownSecrets::default(),
             settings,
             metrics,
             failures: Mutex::default(),
-            vault_failures: Mutex::default(),
             caches_synced: AtomicBool::new(false),
             standby: AtomicBool::new(false),
         }
@@ -134,14 +137,18 @@ impl Context {
         &self.metrics
     }
 
-    /// The Connect client the controller reads with.
-    pub fn connect(&self) -> &ConnectClient {
-        &self.connect
+    /// The operator's own Connect client, for resources without `connectRef`.
+    pub fn connect(&self) -> Option<&ConnectClient> {
+        self.connections.operator().map(|c| c.connect())
     }
 
-    /// How many items (with their files) the shared cache holds.
+    pub fn connections(&self) -> &Connections {
+        &self.connections
+    }
+
+    /// How many items (with their files) the caches of every connection hold.
     pub fn cached_items(&self) -> usize {
-        self.items.len()
+        self.connections.all().iter().map(|c| c.items.len()).sum()
     }
 
     /// A replica waiting for the leader lease runs nothing, so it has no caches to sync.
@@ -160,32 +167,6 @@ impl Context {
 
     pub(crate) fn set_caches_synced(&self) {
         self.caches_synced.store(true, Ordering::Relaxed);
-    }
-
-    /// Records that a vault cannot be checked; true when it was fine before.
-    pub(crate) fn vault_failed(&self, vault_id: &str, failure: ConnectFailure) -> bool {
-        self.vault_failures
-            .lock()
-            .expect("vault failures lock")
-            .insert(vault_id.to_owned(), failure)
-            .is_none()
-    }
-
-    /// Records that a vault was checked; true when it was failing before.
-    pub(crate) fn vault_recovered(&self, vault_id: &str) -> bool {
-        self.vault_failures
-            .lock()
-            .expect("vault failures lock")
-            .remove(vault_id)
-            .is_some()
-    }
-
-    pub(crate) fn vault_failure(&self, vault_id: &str) -> Option<ConnectFailure> {
-        self.vault_failures
-            .lock()
-            .expect("vault failures lock")
-            .get(vault_id)
-            .cloned()
     }
 
     /// Counts a failed reconcile of `obj`; returns the failures in a row.

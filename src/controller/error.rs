@@ -4,6 +4,7 @@
 use super::build::BuildError;
 use super::references::ResolvedRef;
 use crate::connect::ConnectError;
+use crate::controller::connections::Unusable;
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum Error {
@@ -46,6 +47,10 @@ pub(crate) enum Error {
         source: BuildError,
     },
 
+    /// The connection the resource names cannot be used: nothing is read from Connect.
+    #[error(transparent)]
+    Connection(#[from] Unusable),
+
     #[error("Kubernetes API call failed ({action}): {source}")]
     Kube {
         action: &'static str,
@@ -76,6 +81,7 @@ impl Error {
             Self::SecretConflict { .. } => "SecretConflict",
             Self::SecretRejected { .. } => "SecretRejected",
             Self::Build { source, .. } => source.reason(),
+            Self::Connection(unusable) => unusable.reason(),
             Self::Kube { .. } => "KubernetesError",
         }
     }
@@ -90,6 +96,7 @@ impl Error {
             Self::SecretConflict { .. } => "secret_conflict",
             Self::SecretRejected { .. } => "secret_rejected",
             Self::Build { source, .. } => source.metric_label(),
+            Self::Connection(unusable) => unusable.metric_label(),
             Self::Kube { .. } => "kubernetes",
         }
     }
@@ -98,7 +105,10 @@ impl Error {
     pub(crate) fn needs_a_person(&self) -> bool {
         match self {
             Self::Connect { source } => source.is_auth_failure() || matches!(source, ConnectError::TooLarge { .. }),
-            Self::InvalidItemPath { .. } | Self::Build { .. } | Self::SecretRejected { .. } => true,
+            // A connection that appears, changes or turns ready reconciles its resources.
+            Self::InvalidItemPath { .. } | Self::Build { .. } | Self::SecretRejected { .. } | Self::Connection(_) => {
+                true
+            }
             _ => false,
         }
     }

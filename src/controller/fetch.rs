@@ -10,12 +10,12 @@ use std::sync::{Arc, Mutex};
 
 use tracing::debug;
 
-use super::Context;
 use super::build::{ItemData, MAX_SECRET_BYTES};
 use super::error::Error;
 use super::resolve::{ItemRef, resolve};
 use crate::connect::models::FullItem;
 use crate::connect::{ConnectClient, ConnectError};
+use crate::controller::connections::Connection;
 
 /// Largest file fetched inline with the file list (Connect's default inline limit).
 const INLINE_LIMIT_BYTES: u64 = 100 * 1024;
@@ -45,9 +45,9 @@ pub(crate) struct Fetched {
 }
 
 /// The item `path` names: by `ids` (what status holds for this very path), else resolved.
-pub(crate) async fn fetch(ctx: &Context, path: &ItemRef<'_>, ids: Option<ItemKey>) -> Result<Fetched, Error> {
+pub(crate) async fn fetch(conn: &Connection, path: &ItemRef<'_>, ids: Option<ItemKey>) -> Result<Fetched, Error> {
     if let Some(key) = ids {
-        match ctx.items.get(&ctx.connect, &key).await {
+        match conn.items.get(&conn.connect, &key).await {
             Ok((cached, read_now)) => {
                 return Ok(Fetched {
                     key,
@@ -59,21 +59,21 @@ pub(crate) async fn fetch(ctx: &Context, path: &ItemRef<'_>, ids: Option<ItemKey
             // Deleted, or replaced by an item with the same title: look the path up again.
             Err(err) if err.is_not_found() => {
                 debug!("cached item id not found; resolving the item path again");
-                ctx.items.invalidate(&key);
+                conn.items.invalidate(&key);
             }
             Err(err) => return Err(err.into()),
         }
     }
-    let mut resolved = resolve(ctx, path).await?;
-    let (cached, read_now) = match ctx.items.get(&ctx.connect, &resolved.key).await {
+    let mut resolved = resolve(conn, path).await?;
+    let (cached, read_now) = match conn.items.get(&conn.connect, &resolved.key).await {
         Ok(found) => found,
         // The listing it was resolved from is out of date (the item was deleted, or replaced
         // by one with the same title): list the vault again, once.
         Err(err) if err.is_not_found() => {
-            ctx.directory.forget_items(&resolved.key.vault_id);
-            resolved = resolve(ctx, path).await?;
-            ctx.items
-                .get(&ctx.connect, &resolved.key)
+            conn.directory.forget_items(&resolved.key.vault_id);
+            resolved = resolve(conn, path).await?;
+            conn.items
+                .get(&conn.connect, &resolved.key)
                 .await
                 .map_err(|e| path.item_not_found(e))?
         }

@@ -12,12 +12,15 @@
 //!   from the [`outcome`] of the steps before; [`written_status`] stands in for a status
 //!   just written that the watch cache does not show yet.
 //!
+//! [`connections`]: which Connect server (client, caches, poller) a resource is read through.
+//!
 //! The controller owns the Secrets it writes, so a hand edit or deletion triggers a reconcile
 //! that repairs it from the cache, without a Connect call. What starts the controllers and
 //! their watches lives in [`crate::wiring`].
 
 pub(crate) mod apply;
 pub(crate) mod build;
+pub mod connections;
 mod context;
 mod digest;
 mod error;
@@ -52,6 +55,7 @@ pub use digest::{DigestKey, load_or_create_key};
 pub(crate) use error::Error;
 
 use crate::annotations::IGNORE_SECRET_TAG;
+use crate::controller::connections::{Connection, Unusable};
 use crate::crd::OnePasswordItem;
 use crate::kubernetes::remove_legacy_finalizer;
 use build::SecretTarget;
@@ -64,7 +68,6 @@ pub(crate) async fn reconcile(opi: Arc<OnePasswordItem>, ctx: Arc<Context>) -> R
     let started = Instant::now();
     let opi = ctx.written_statuses.freshen(opi, started);
     let namespace = opi.namespace().unwrap_or_default();
-    let name = opi.name_any();
     let api: Api<OnePasswordItem> = Api::namespaced(ctx.client.clone(), &namespace);
     remove_legacy_finalizer(&api, &*opi)
         .await
@@ -74,13 +77,37 @@ pub(crate) async fn reconcile(opi: Arc<OnePasswordItem>, ctx: Arc<Context>) -> R
         return Ok(Action::await_change());
     }
 
-    if trust::trusted(&ctx, &opi).await {
+    let connection = match ctx
+        .connections
+        .for_resource(&ctx.client, &namespace, opi.spec.connect_ref.as_deref())
+        .await
+    {
+        Ok(connection) => connection,
+        // Created with its connection, which is checked in a moment (and then reconciles
+        // the resources that name it): no failure to report.
+        Err(Unusable::NotReady { checked: false, .. }) => return Ok(Action::requeue(Duration::from_secs(5))),
+        // Nothing is read or written but the status, which says why.
+        Err(unusable) => return finish(&ctx, &opi, &api, Err(unusable.into()), started).await,
+    };
+    if trust::trusted(&ctx, &connection, &opi).await {
         // Restarted with the Secret as we left it and the item unchanged: nothing to do.
         ctx.metrics.reconciled("ok", started.elapsed());
         ctx.succeeded(&opi);
         return Ok(Action::requeue(ctx.settings.resync_interval));
     }
-    let outcome = sync(&opi, &ctx).await;
+    let outcome = sync(&opi, &ctx, &connection).await;
+    finish(&ctx, &opi, &api, outcome, started).await
+}
+
+/// The status step: writes the next status and its Events, and says when to come back.
+async fn finish(
+    ctx: &Context,
+    opi: &OnePasswordItem,
+    api: &Api<OnePasswordItem>,
+    outcome: Result<Synced, Error>,
+    started: Instant,
+) -> Result<Action, Error> {
+    let name = opi.name_any();
     let now = Time(jiff::Timestamp::now());
     let next = status::next_status(opi.status.as_ref(), opi.metadata.generation, &outcome, &now);
     if opi.status.as_ref() != Some(&next) {
@@ -101,7 +128,7 @@ pub(crate) async fn reconcile(opi: Arc<OnePasswordItem>, ctx: Arc<Context>) -> R
         }
     }
     for event in status::events(opi.status.as_ref(), &next, &outcome) {
-        ctx.publish(&opi, event).await;
+        ctx.publish(opi, event).await;
     }
     let result = match &outcome {
         Ok(synced) => {
@@ -115,7 +142,7 @@ pub(crate) async fn reconcile(opi: Arc<OnePasswordItem>, ctx: Arc<Context>) -> R
     ctx.metrics.reconciled(result, started.elapsed());
     match outcome {
         Ok(synced) => {
-            ctx.succeeded(&opi);
+            ctx.succeeded(opi);
             match synced.write {
                 // Something keeps changing the Secret: the repair is made when the wait is over.
                 Write::RepairDelayed(wait) => Ok(Action::requeue(wait)),
@@ -147,9 +174,10 @@ fn retry_delay(attempts: u32, error: &Error) -> Duration {
 }
 
 /// The pipeline up to the status step.
-async fn sync(opi: &OnePasswordItem, ctx: &Context) -> Result<Synced, Error> {
+async fn sync(opi: &OnePasswordItem, ctx: &Context, connection: &Connection) -> Result<Synced, Error> {
     let refs = references(opi)?;
-    let fetched = futures::future::try_join_all(refs.iter().map(|r| fetch::fetch(ctx, &r.path, r.ids.clone()))).await?;
+    let fetched =
+        futures::future::try_join_all(refs.iter().map(|r| fetch::fetch(connection, &r.path, r.ids.clone()))).await?;
     let target = SecretTarget::for_item(opi, ctx.settings.copy_annotations);
     let items: Vec<_> = fetched.iter().map(|f| (&f.key, f.cached.as_ref())).collect();
     let mut built = build_for(&target, &refs, &items, ctx.settings.mapping)?;
@@ -173,7 +201,7 @@ async fn sync(opi: &OnePasswordItem, ctx: &Context) -> Result<Synced, Error> {
     let connect_failure = fetched
         .iter()
         .filter(|f| !f.read_now)
-        .find_map(|f| ctx.vault_failure(&f.key.vault_id));
+        .find_map(|f| connection.vault_failure(&f.key.vault_id));
     // A Secret left as it was still holds what status said of it.
     let kept = matches!(write, Write::Frozen | Write::RepairDelayed(_));
     let items = refs

@@ -13,11 +13,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::Context;
 use super::error::Error;
 use super::fetch::ItemKey;
 use crate::connect::models::ItemSummary;
 use crate::connect::{ConnectClient, ConnectError, TitleIndex};
+use crate::controller::connections::Connection;
 use crate::crd::{OnePasswordItem, parse_item_path};
 
 /// A resource's `itemPath`, split into its vault and item references.
@@ -224,8 +224,8 @@ impl Directory {
 }
 
 /// Looks the vault and the item up through the directory.
-pub(crate) async fn resolve(ctx: &Context, path: &ItemRef<'_>) -> Result<Resolved, Error> {
-    resolve_in(&ctx.directory, &ctx.connect, path).await
+pub(crate) async fn resolve(conn: &Connection, path: &ItemRef<'_>) -> Result<Resolved, Error> {
+    resolve_in(&conn.directory, &conn.connect, path).await
 }
 
 /// [`resolve`] through any directory: the controller's shared one, or a fresh one for a

@@ -21,13 +21,14 @@ use super::build::{SecretTarget, secret_without_data};
 use super::digest;
 use super::known::{self, Freshness};
 use super::references::references;
+use crate::controller::connections::Connection;
 use crate::crd::OnePasswordItem;
 
 /// How long a reconcile waits for the poller's first round, which lists every vault.
 const FIRST_POLL_WAIT: Duration = Duration::from_secs(30);
 
 /// Whether the resource's Secret can be trusted as it is; see the module documentation.
-pub(crate) async fn trusted(ctx: &Context, opi: &OnePasswordItem) -> bool {
+pub(crate) async fn trusted(ctx: &Context, conn: &Connection, opi: &OnePasswordItem) -> bool {
     let Some(key) = &ctx.settings.digest_key else {
         return false;
     };
@@ -49,10 +50,10 @@ pub(crate) async fn trusted(ctx: &Context, opi: &OnePasswordItem) -> bool {
         return false;
     };
     for &(item, version) in &held {
-        if ctx.items.peek(item).is_some() || ctx.vault_failure(&item.vault_id).is_some() {
+        if conn.items.peek(item).is_some() || conn.vault_failure(&item.vault_id).is_some() {
             return false;
         }
-        let listed = ctx
+        let listed = conn
             .directory
             .listed_version(&item.vault_id, &item.item_id, FIRST_POLL_WAIT)
             .await;

@@ -107,7 +107,7 @@ pub async fn harness_with(
     tweak(&mut settings);
     let connect_config = op_config.clone();
     let connect = ConnectClient::with_metrics(op_config, metrics.connect.clone()).unwrap();
-    let ctx = Arc::new(Context::new(kube.clone(), connect, settings.clone(), metrics));
+    let ctx = Arc::new(Context::new(kube.clone(), Some(connect), settings.clone(), metrics));
     let task = tokio::spawn(wiring::run(ctx.clone()));
     let writer = connect_client(&sim, "writer-token", RetryPolicy::none());
     // The first vault of the data: where `item_id` and `set_field` look.
@@ -139,7 +139,12 @@ impl Harness {
     pub fn start_operator(&mut self) {
         let metrics = Arc::new(Metrics::default());
         let connect = ConnectClient::with_metrics(self.connect_config.clone(), metrics.connect.clone()).unwrap();
-        self.ctx = Arc::new(Context::new(self.kube.clone(), connect, self.settings.clone(), metrics));
+        self.ctx = Arc::new(Context::new(
+            self.kube.clone(),
+            Some(connect),
+            self.settings.clone(),
+            metrics,
+        ));
         self.task = tokio::spawn(wiring::run(self.ctx.clone()));
     }
 

@@ -51,6 +51,14 @@ Exactly what the operator calls, resource by resource (README: "Permissions").
 - apiGroups: [onepassword.com]
   resources: [onepassworditems/status]
   verbs: [patch]
+- apiGroups: [onepassword.com]
+  # connections of tenants: watched, their status written; their token Secrets are read
+  # with the `get` on secrets below.
+  resources: [onepasswordconnects]
+  verbs: [get, list, watch]
+- apiGroups: [onepassword.com]
+  resources: [onepasswordconnects/status]
+  verbs: [patch]
 - apiGroups: [""]
   resources: [secrets]
   # create/patch: server-side apply (and removing the Go operator's finalizer); delete: a
