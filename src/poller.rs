@@ -234,7 +234,9 @@ impl Poller {
             let backoff = outage_backoff(interval, failed_polls);
             if !backoff.is_zero() {
                 debug!(?backoff, "Connect answers no vault; polling less often");
-                tokio::time::sleep(backoff).await;
+                if self.connection.wait_unless_woken(backoff).await {
+                    debug!(%connection, "Connect answers again, or the token changed: polling now");
+                }
             }
         }
     }
@@ -244,7 +246,11 @@ impl Poller {
     async fn pause_until_the_token_changes(&mut self) {
         let deadline = Instant::now() + AUTH_PAUSE;
         while Instant::now() < deadline {
-            tokio::time::sleep(TOKEN_CHECK.min(deadline - Instant::now())).await;
+            // Woken when the connection's token Secret changes; the token file is looked at
+            // every few seconds too (the operator's own connection).
+            self.connection
+                .wait_unless_woken(TOKEN_CHECK.min(deadline - Instant::now()))
+                .await;
             if self.after_a_token_change() {
                 return;
             }

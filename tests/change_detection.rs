@@ -202,13 +202,13 @@ async fn metrics_and_probes_tell_the_truth() {
     assert!(
         metric(
             &text,
-            r#"onepassword_operator_connect_requests_total{endpoint="get_vault",status="200"}"#
+            r#"onepassword_operator_connect_requests_total{endpoint="get_vault",status="200",connection="operator"}"#
         ) >= 4.0
     );
     assert_eq!(
         metric(
             &text,
-            r#"onepassword_operator_connect_requests_total{endpoint="get_item",status="200"}"#
+            r#"onepassword_operator_connect_requests_total{endpoint="get_item",status="200",connection="operator"}"#
         ),
         6.0
     );
@@ -251,7 +251,7 @@ async fn metrics_and_probes_tell_the_truth() {
             assert!(
                 metric(
                     &text,
-                    r#"onepassword_operator_connect_requests_total{endpoint="get_vault",status="503"}"#
+                    r#"onepassword_operator_connect_requests_total{endpoint="get_vault",status="503",connection="operator"}"#
                 ) >= 1.0
             );
             break;

@@ -10,11 +10,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use connect_sim::{self as sim, RunningSimulator, SimConfig};
+use futures::StreamExt;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::runtime::WatchStreamExt;
 use onepassword_operator::connect::RetryPolicy;
 use onepassword_operator::connect::models::PatchOp;
 use onepassword_operator::connections::resource::{
@@ -254,6 +256,14 @@ async fn tenants_sync_from_their_own_connect_servers_and_report_them() {
             .connection_poll_count(&format!("OnePasswordConnect/{}/team", t.a))
             > 0
     );
+    // Each connection's Connect requests are counted under its own name.
+    let metrics = t.ctx.metrics().encode();
+    for namespace in [&t.a, &t.b] {
+        let series = format!(
+            r#"onepassword_operator_connect_requests_total{{endpoint="get_item",status="200",connection="OnePasswordConnect/{namespace}/team"}}"#
+        );
+        assert!(metrics.contains(&series), "{series} in\n{metrics}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -404,4 +414,57 @@ async fn one_tenants_outage_does_not_delay_another() {
         "B's Secret is kept"
     );
     t.beta.admin().set_outage(false).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replaced_connection_is_waited_for_and_a_deleted_one_reported() {
+    let Some(t) = tenants("replace").await else { return };
+    t.connection(&t.a, "team", &t.alpha, "op-token").await;
+    t.item(&t.a, "db", "vaults/Alpha/items/Database", named("team")).await;
+    t.wait_password(&t.a, "db", "alpha-1", Duration::from_secs(20)).await;
+    let items: Api<OnePasswordItem> = Api::namespaced(t.kube.clone(), &t.a);
+    let reasons = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let watch = {
+        let (items, reasons) = (items.clone(), reasons.clone());
+        tokio::spawn(async move {
+            let config = kube::runtime::watcher::Config::default().fields("metadata.name=db");
+            let mut stream = std::pin::pin!(kube::runtime::watcher(items, config).applied_objects());
+            while let Some(Ok(opi)) = stream.next().await {
+                if let Some(ready) = condition(&opi, "Ready") {
+                    reasons.lock().unwrap().push(ready.reason.clone().unwrap_or_default());
+                }
+            }
+        })
+    };
+
+    // Deleted and created again (as Helm replaces a hook): the item is reconciled in between
+    // (its Secret deleted by hand) and waits for the connection instead of saying it is gone.
+    let connections: Api<OnePasswordConnect> = Api::namespaced(t.kube.clone(), &t.a);
+    connections.delete("team", &Default::default()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    Api::<Secret>::namespaced(t.kube.clone(), &t.a)
+        .delete("db", &Default::default())
+        .await
+        .unwrap();
+    tokio::time::sleep(POLL + Duration::from_millis(500)).await;
+    t.connection(&t.a, "team", &t.alpha, "op-token").await;
+    t.wait_password(&t.a, "db", "alpha-1", Duration::from_secs(20)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    watch.abort();
+    let seen = reasons.lock().unwrap().clone();
+    assert!(
+        !seen.iter().any(|r| r == "ConnectionNotFound"),
+        "a replaced connection is not reported gone: {seen:?}"
+    );
+
+    // Deleted for good: reported once the grace for a replacement is over; the Secret is kept.
+    let deleted = Instant::now();
+    connections.delete("team", &Default::default()).await.unwrap();
+    wait_for("ConnectionNotFound", Duration::from_secs(30), async || {
+        let ready = condition(&items.get("db").await.unwrap(), "Ready")?.clone();
+        (ready.reason.as_deref() == Some("ConnectionNotFound")).then_some(())
+    })
+    .await;
+    eprintln!("a deleted connection reported after {:?}", deleted.elapsed());
+    assert_eq!(t.password(&t.a, "db").await.as_deref(), Some("alpha-1"));
 }

@@ -118,7 +118,7 @@ impl Context {
             repairs: RepairThrottle::default(),
             written_statuses: WrittenStatuses::default(),
             client,
-            connections: Connections::new(connect),
+            connections: Connections::new(connect, metrics.connect.clone()),
             connection_checks: Default::default(),
             known: KnownSecrets::default(),
             settings,

@@ -11,12 +11,27 @@ pub struct RequestLabels {
     pub endpoint: &'static str,
     /// HTTP status code, or `transport_error`.
     pub status: String,
+    /// Which of the caller's Connect servers and tokens sent it (`operator` unless named).
+    pub connection: String,
 }
 
+/// The `connection` label of a client whose counters were not given a name.
+pub const DEFAULT_CONNECTION: &str = "operator";
+
 /// Connect request counters; cheap to clone (shared `Arc`s inside).
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct ConnectMetrics {
     pub requests: Family<RequestLabels, Counter>,
+    connection: String,
+}
+
+impl Default for ConnectMetrics {
+    fn default() -> Self {
+        Self {
+            requests: Family::default(),
+            connection: DEFAULT_CONNECTION.to_owned(),
+        }
+    }
 }
 
 impl ConnectMetrics {
@@ -28,18 +43,32 @@ impl ConnectMetrics {
         );
     }
 
-    pub fn record(&self, endpoint: &'static str, status: Option<u16>) {
-        let status = status.map_or_else(|| "transport_error".to_owned(), |s| s.to_string());
-        self.requests.get_or_create(&RequestLabels { endpoint, status }).inc();
+    /// The same counters, with requests labelled `connection` (one client per connection).
+    pub fn for_connection(&self, connection: impl Into<String>) -> Self {
+        Self {
+            requests: self.requests.clone(),
+            connection: connection.into(),
+        }
     }
 
-    /// Requests counted for one endpoint and status; for tests and diagnostics.
+    pub fn record(&self, endpoint: &'static str, status: Option<u16>) {
+        let status = status.map_or_else(|| "transport_error".to_owned(), |s| s.to_string());
+        self.requests.get_or_create(&self.labels(endpoint, status)).inc();
+    }
+
+    fn labels(&self, endpoint: &'static str, status: String) -> RequestLabels {
+        RequestLabels {
+            endpoint,
+            status,
+            connection: self.connection.clone(),
+        }
+    }
+
+    /// Requests of this connection counted for one endpoint and status; for tests and
+    /// diagnostics.
     pub fn count(&self, endpoint: &'static str, status: &str) -> u64 {
         self.requests
-            .get_or_create(&RequestLabels {
-                endpoint,
-                status: status.to_owned(),
-            })
+            .get_or_create(&self.labels(endpoint, status.to_owned()))
             .get()
     }
 }

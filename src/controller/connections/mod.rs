@@ -24,7 +24,7 @@ use kube::core::{Selector, SelectorExt};
 use kube::runtime::reflector::{ObjectRef, Store};
 use secrecy::SecretString;
 
-use crate::connect::{ConnectClient, ConnectConfig, ConnectError};
+use crate::connect::{ConnectClient, ConnectConfig, ConnectError, ConnectMetrics};
 use crate::controller::fetch::ItemCache;
 use crate::controller::outcome::ConnectFailure;
 use crate::controller::resolve::Directory;
@@ -34,6 +34,10 @@ use resource::{CLUSTER_KIND, ClusterOnePasswordConnect, ConnectionReference, NAM
 const NAMESPACE_LABELS_TTL: Duration = Duration::from_secs(10);
 /// How long a reconcile waits for the connection watches' first listing.
 const STORES_WAIT: Duration = Duration::from_secs(30);
+/// How long the resources naming a connection wait for it to come back after its resource
+/// was deleted before they say it does not exist: Helm replaces a hook (the chart's cluster
+/// connections) and `kubectl replace --force` deletes and creates, and neither is an outage.
+const REPLACEMENT_GRACE: Duration = Duration::from_secs(10);
 
 type Labels = BTreeMap<String, String>;
 
@@ -99,6 +103,8 @@ pub struct Connection {
     vault_failures: Mutex<HashMap<String, ConnectFailure>>,
     /// What the client was built from: another host or CA bundle needs another client.
     built_from: (String, Option<Vec<u8>>),
+    /// Ends the poller's wait (its outage backoff, or its pause after a rejected token).
+    wake: tokio::sync::Notify,
 }
 
 impl fmt::Debug for Connection {
@@ -120,6 +126,21 @@ impl Connection {
             directory: Directory::default(),
             vault_failures: Mutex::default(),
             built_from,
+            wake: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// Asks the poller to poll now rather than finish its wait: Connect answers again, or
+    /// the token changed.
+    pub(crate) fn wake_poller(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Waits `wait`, or less when the poller is woken; true when woken.
+    pub(crate) async fn wait_unless_woken(&self, wait: Duration) -> bool {
+        tokio::select! {
+            () = tokio::time::sleep(wait) => false,
+            () = self.wake.notified() => true,
         }
     }
 
@@ -234,10 +255,15 @@ pub struct Connections {
     events_receiver: Mutex<Option<mpsc::UnboundedReceiver<ConnectionEvent>>>,
     /// Namespace → when its labels were read, and the labels.
     namespace_labels: Mutex<HashMap<String, (Instant, Labels)>>,
+    /// Where each connection's client counts its requests, under its own `connection` label.
+    connect_metrics: ConnectMetrics,
+    /// Connections let go of, and when: see [`REPLACEMENT_GRACE`].
+    retired: Mutex<HashMap<ConnectionKey, Instant>>,
 }
 
 impl Connections {
-    pub fn new(operator: Option<ConnectClient>) -> Self {
+    /// `connect_metrics`: the counters the connections' clients record their requests into.
+    pub fn new(operator: Option<ConnectClient>, connect_metrics: ConnectMetrics) -> Self {
         let (events, receiver) = mpsc::unbounded();
         Self {
             operator: operator.map(|c| Arc::new(Connection::new(ConnectionKey::Operator, c))),
@@ -246,6 +272,8 @@ impl Connections {
             events,
             events_receiver: Mutex::new(Some(receiver)),
             namespace_labels: Mutex::default(),
+            connect_metrics,
+            retired: Mutex::default(),
         }
     }
 
@@ -293,19 +321,22 @@ impl Connections {
         {
             if current.connect.set_token(token)? {
                 tracing::info!(connection = %key, "the Connect token changed; using the new one");
+                current.wake_poller();
             }
             return Ok(current);
         }
         let mut config = ConnectConfig::new(host.clone(), token.clone());
         config.ca_bundle_pem = built_from.1.clone();
         config.timeout = timeout;
-        let mut connection = Connection::new(key.clone(), ConnectClient::new(config)?);
+        let client = ConnectClient::with_metrics(config, self.connect_metrics.for_connection(key.to_string()))?;
+        let mut connection = Connection::new(key.clone(), client);
         connection.built_from = built_from;
         let connection = Arc::new(connection);
         self.resources
             .write()
             .expect("connections lock")
             .insert(key.clone(), connection.clone());
+        self.retired.lock().expect("retired lock").remove(key);
         tracing::info!(connection = %key, host = %host, "connection in use");
         let _ = self.events.unbounded_send(ConnectionEvent::Started(connection.clone()));
         self.changed(key);
@@ -316,6 +347,9 @@ impl Connections {
     pub(crate) fn retire(&self, key: &ConnectionKey) {
         if self.resources.write().expect("connections lock").remove(key).is_some() {
             tracing::info!(connection = %key, "connection no longer in use");
+            let mut retired = self.retired.lock().expect("retired lock");
+            retired.retain(|_, at| at.elapsed() < REPLACEMENT_GRACE);
+            retired.insert(key.clone(), Instant::now());
             self.changed(key);
         }
     }
@@ -398,14 +432,14 @@ impl Connections {
                         break;
                     }
                 }
-                found.ok_or_else(|| Unusable::NotFound { key: key.clone() })?
+                found.ok_or_else(|| self.missing(&key))?
             }
             ConnectionKey::Cluster { name } => {
                 let _ = tokio::time::timeout(STORES_WAIT, crate::kubernetes::until_ready(&stores.cluster)).await;
                 let object = stores
                     .cluster
                     .get(&ObjectRef::new(name))
-                    .ok_or_else(|| Unusable::NotFound { key: key.clone() })?;
+                    .ok_or_else(|| self.missing(&key))?;
                 let not_allowed = |selector_absent| Unusable::NotAllowed {
                     key: key.clone(),
                     namespace: namespace.to_owned(),
@@ -431,6 +465,27 @@ impl Connections {
             checked: ready.is_some(),
             key,
         })
+    }
+
+    /// Why `key`'s resource cannot be found: gone, or being replaced (deleted moments ago, or
+    /// not let go of yet); then the resources naming it wait quietly, as for a connection not
+    /// checked yet.
+    fn missing(&self, key: &ConnectionKey) -> Unusable {
+        let retired = self.retired.lock().expect("retired lock").get(key).copied();
+        let in_use = self.get(key).is_some();
+        match retired {
+            _ if in_use => Unusable::NotReady {
+                key: key.clone(),
+                message: "its resource was deleted moments ago; waiting for it to come back".into(),
+                checked: false,
+            },
+            Some(at) if at.elapsed() < REPLACEMENT_GRACE => Unusable::NotReady {
+                key: key.clone(),
+                message: "its resource was deleted moments ago; waiting for it to come back".into(),
+                checked: false,
+            },
+            _ => Unusable::NotFound { key: key.clone() },
+        }
     }
 
     /// A namespace's labels, read at most every [`NAMESPACE_LABELS_TTL`]; `None` when it
@@ -500,6 +555,57 @@ mod tests {
         assert!(cluster.is_named_by("b", Some(&reference(Some(CLUSTER_KIND), "team"))));
         assert!(!cluster.is_named_by("b", Some(&team)));
         assert!(ConnectionKey::Operator.is_named_by("b", None));
+    }
+
+    #[tokio::test]
+    async fn a_connection_deleted_moments_ago_is_waited_for_then_reported_gone() {
+        let connections = Connections::new(None, ConnectMetrics::default());
+        let key = ConnectionKey::Cluster { name: "shared".into() };
+        assert!(matches!(connections.missing(&key), Unusable::NotFound { .. }));
+
+        let host = url::Url::parse("http://127.0.0.1:9").unwrap();
+        let token = SecretString::from("token");
+        connections
+            .install(&key, &host, &token, None, Duration::from_secs(1))
+            .unwrap();
+        assert!(
+            matches!(connections.missing(&key), Unusable::NotReady { checked: false, .. }),
+            "deleted, not let go of yet"
+        );
+        connections.retire(&key);
+        assert!(
+            matches!(connections.missing(&key), Unusable::NotReady { checked: false, .. }),
+            "a replaced resource is waited for"
+        );
+        connections
+            .install(&key, &host, &token, None, Duration::from_secs(1))
+            .unwrap();
+        connections.retire(&key);
+        connections
+            .retired
+            .lock()
+            .unwrap()
+            .insert(key.clone(), Instant::now() - REPLACEMENT_GRACE);
+        assert!(
+            matches!(connections.missing(&key), Unusable::NotFound { .. }),
+            "past the grace, it is gone"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_woken_poller_stops_waiting() {
+        let host = url::Url::parse("http://127.0.0.1:9").unwrap();
+        let client = ConnectClient::new(ConnectConfig::new(host, SecretString::from("token"))).unwrap();
+        let connection = Arc::new(Connection::new(ConnectionKey::Operator, client));
+        assert!(!connection.wait_unless_woken(Duration::from_millis(10)).await);
+        let waker = connection.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            waker.wake_poller();
+        });
+        let started = Instant::now();
+        assert!(connection.wait_unless_woken(Duration::from_secs(60)).await);
+        assert!(started.elapsed() < Duration::from_secs(5));
     }
 
     #[test]

@@ -190,6 +190,10 @@ where
                         return Ok(Action::requeue(TOKEN_RECHECK));
                     }
                     let verdict = ask_connect(&connection.connect).await;
+                    if verdict.reason == CONNECTED && seen != Some(CONNECTED) {
+                        // The poller may be in its outage backoff: it need not wait any more.
+                        connection.wake_poller();
+                    }
                     let mut warned_expiry = previous
                         .filter(|p| p.token_generation == token_generation)
                         .and_then(|p| p.warned_expiry);
