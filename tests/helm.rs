@@ -9,12 +9,15 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use connect_sim::{self as sim, DataFile, SimConfig};
+use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::api::rbac::v1::ClusterRole;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::runtime::WatchStreamExt;
+use onepassword_operator::connections::resource::{ClusterOnePasswordConnect, ConnectionReference};
 use onepassword_operator::crd::{OnePasswordItem, OnePasswordItemSpec};
 use opo_testenv::local_cluster::{ControlPlaneBinaries, Identity};
 use serde::Deserialize;
@@ -347,6 +350,71 @@ fn bad_values_are_refused_with_a_reason() {
 }
 
 #[test]
+fn cluster_connections_from_values_are_hooks_that_can_read_their_token() {
+    let helm = helm!();
+    let shared = [
+        "connect.token.value=t",
+        "clusterConnections[0].name=shared",
+        "clusterConnections[0].host=http://connect.onepassword.svc:8080",
+        "clusterConnections[0].tokenSecretRef.name=shared-token",
+        "clusterConnections[0].namespaceSelector.matchLabels.tenant=yes",
+    ];
+    let docs = template(&helm, &shared);
+    let connection = find(&docs, "ClusterOnePasswordConnect", "shared").expect("the cluster connection");
+    assert_eq!(
+        connection["spec"],
+        json!({
+            "host": "http://connect.onepassword.svc:8080",
+            "tokenSecretRef": { "namespace": "ops", "name": "shared-token", "key": "token" },
+            "namespaceSelector": { "matchLabels": { "tenant": "yes" } },
+        })
+    );
+    assert_eq!(
+        connection["metadata"]["annotations"]["helm.sh/hook"], "post-install,post-upgrade",
+        "created once its CRD exists"
+    );
+    assert!(
+        find(&docs, "Role", "op-onepassword-operator-connection-shared").is_none(),
+        "cluster-wide, the operator reads Secrets anywhere already"
+    );
+
+    // Watching some namespaces only: the token Secret is readable by name, and no more.
+    let docs = template(&helm, &[&shared[..], &["operator.watchNamespaces={apps}"]].concat());
+    let role = find(&docs, "Role", "op-onepassword-operator-connection-shared").expect("a Role for the token");
+    assert_eq!(role["metadata"]["namespace"], "ops");
+    assert_eq!(
+        role["rules"],
+        json!([{ "apiGroups": [""], "resources": ["secrets"], "resourceNames": ["shared-token"], "verbs": ["get"] }])
+    );
+    let binding = find(&docs, "RoleBinding", "op-onepassword-operator-connection-shared").expect("its binding");
+    assert_eq!(binding["subjects"][0]["name"], "op-onepassword-operator");
+
+    assert!(
+        !kinds(&template(&helm, &["connect.token.value=t"])).contains(&"ClusterOnePasswordConnect".to_owned()),
+        "none by default"
+    );
+    let no_token = run(
+        &helm,
+        &[
+            "template",
+            "op",
+            CHART,
+            "--kube-version",
+            KUBE_VERSION,
+            "--set",
+            "connect.token.value=t",
+            "--set",
+            "clusterConnections[0].name=shared",
+            "--set",
+            "clusterConnections[0].host=http://connect:8080",
+        ],
+        None,
+    );
+    assert!(!no_token.status.success());
+    assert!(text(&no_token).contains("tokenSecretRef"), "{}", text(&no_token));
+}
+
+#[test]
 fn deploy_manifests_match_the_chart() {
     let helm = helm!();
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -423,19 +491,39 @@ async fn install_upgrade_and_run_as_the_charts_service_account() {
     let kubeconfig = work.path().join("admin.kubeconfig");
     cluster.write_kubeconfig(&Identity::Admin, &kubeconfig).unwrap();
 
-    // The test harness installed crds/ already: hand the CRDs to Helm, as an upgrade from
-    // kubectl-applied CRDs would.
+    // The test harness installed crds/ already: hand the item CRD to Helm, as an upgrade from
+    // kubectl-applied CRDs would; the connection CRDs are left to the chart, as on a first
+    // install, which also creates a cluster connection of that kind.
     let crds: Api<CustomResourceDefinition> = Api::all(admin.clone());
     let adopt = json!({ "metadata": {
         "labels": { "app.kubernetes.io/managed-by": "Helm" },
         "annotations": { "meta.helm.sh/release-name": "op", "meta.helm.sh/release-namespace": release_ns }
     }});
+    crds.patch(
+        "onepassworditems.onepassword.com",
+        &PatchParams::default(),
+        &Patch::Merge(&adopt),
+    )
+    .await
+    .unwrap();
     for crd in onepassword_operator::all_crds() {
         let name = crd.metadata.name.unwrap();
-        crds.patch(&name, &PatchParams::default(), &Patch::Merge(&adopt))
-            .await
-            .unwrap();
+        if name != "onepassworditems.onepassword.com" {
+            crds.delete(&name, &Default::default()).await.unwrap();
+            support::wait_for(&format!("CRD {name} deleted"), Duration::from_secs(30), async || {
+                crds.get_opt(&name).await.unwrap().is_none().then_some(())
+            })
+            .await;
+        }
     }
+    Api::<Namespace>::all(admin.clone())
+        .patch(
+            &app_ns,
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "metadata": { "labels": { "tenant": "apps" } } })),
+        )
+        .await
+        .unwrap();
 
     let sim = sim::start(
         SimConfig::new(DataFile::embedded_example()),
@@ -455,6 +543,14 @@ async fn install_upgrade_and_run_as_the_charts_service_account() {
             &format!("connect.host={}", sim.url()),
             "--set",
             "connect.token.value=demo-operator-token",
+            "--set",
+            "clusterConnections[0].name=shared",
+            "--set",
+            &format!("clusterConnections[0].host={}", sim.url()),
+            "--set",
+            "clusterConnections[0].tokenSecretRef.name=op-onepassword-operator-connect-token",
+            "--set",
+            "clusterConnections[0].namespaceSelector.matchLabels.tenant=apps",
         ],
         Some(&kubeconfig),
     );
@@ -592,6 +688,67 @@ async fn install_upgrade_and_run_as_the_charts_service_account() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(secrets.get_opt("web-db").await.unwrap().is_some());
+
+    // The chart's cluster connection: checked with the chart's RBAC, used by a selected namespace.
+    let connections: Api<ClusterOnePasswordConnect> = Api::all(admin.clone());
+    let connected = async |not_uid: Option<String>| {
+        support::wait_for(
+            "the chart's cluster connection is Connected",
+            Duration::from_secs(30),
+            async || {
+                let connection = connections.get_opt("shared").await.unwrap()?;
+                let ready = connection.status.as_ref()?.ready()?.reason == "Connected";
+                (ready && connection.metadata.uid != not_uid).then(|| connection.metadata.uid.clone())
+            },
+        )
+        .await
+    };
+    let first = connected(None).await;
+    let mut shared_db = OnePasswordItem::new("shared-db", OnePasswordItemSpec::item("vaults/Demo/items/Database"));
+    shared_db.spec.connect_ref = Some(Box::new(ConnectionReference {
+        kind: Some("ClusterOnePasswordConnect".into()),
+        name: "shared".into(),
+    }));
+    items.create(&PostParams::default(), &shared_db).await.unwrap();
+    support::wait_for(
+        "an item synced through the cluster connection",
+        Duration::from_secs(30),
+        async || {
+            support::harness::ready_reason_and_message(&items.get("shared-db").await.unwrap())
+                .filter(|(reason, _)| reason == "Synced")
+        },
+    )
+    .await;
+
+    // An upgrade replaces the hook: the items that use it wait for it, and never say it is gone.
+    let reasons = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let watch = {
+        let (items, reasons) = (items.clone(), reasons.clone());
+        tokio::spawn(async move {
+            let config = kube::runtime::watcher::Config::default().fields("metadata.name=shared-db");
+            let mut stream = std::pin::pin!(kube::runtime::watcher(items, config).applied_objects());
+            while let Some(Ok(opi)) = stream.next().await {
+                if let Some((reason, _)) = support::harness::ready_reason_and_message(&opi) {
+                    reasons.lock().unwrap().push(reason);
+                }
+            }
+        })
+    };
+    let upgrade = run(
+        &helm,
+        &["upgrade", "op", CHART, "--namespace", &release_ns, "--reuse-values"],
+        Some(&kubeconfig),
+    );
+    assert!(upgrade.status.success(), "{}", text(&upgrade));
+    connected(first).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    watch.abort();
+    let reasons = reasons.lock().unwrap().clone();
+    assert!(
+        !reasons.is_empty() && reasons.iter().all(|r| r == "Synced"),
+        "{reasons:?}\n{}",
+        operator.log_text()
+    );
 
     // Take one permission away: the next Secret fails with a clear reason.
     let roles: Api<ClusterRole> = Api::all(admin.clone());
