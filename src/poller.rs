@@ -162,6 +162,8 @@ pub(crate) struct Poller {
     unreferenced_items: HashSet<ItemKey>,
     /// The vaults resources referenced at the last poll.
     referenced_vaults: BTreeSet<String>,
+    /// When the last poll began (at first, when the poller was made).
+    last_poll: Instant,
 }
 
 /// What one poll found, for logs and tests.
@@ -190,6 +192,7 @@ impl Poller {
             token_generation: 0,
             unreferenced_items: HashSet::new(),
             referenced_vaults: BTreeSet::new(),
+            last_poll: Instant::now(),
         }
     }
 
@@ -320,11 +323,14 @@ impl Poller {
         }
         let vaults: BTreeSet<String> = tracked.iter().map(|t| t.vault_id.to_owned()).collect();
         self.seen.retain(|vault, _| vaults.contains(vault));
-        // Title listings of vaults that no resource pointed at in two polls are let go too.
+        // Title listings of vaults that no resource pointed at in two polls are let go too,
+        // unless taken since the last poll began: the resources being resolved with them
+        // may not show their vault in the watch cache yet.
         let previous = std::mem::replace(&mut self.referenced_vaults, vaults.clone());
+        let last_poll = std::mem::replace(&mut self.last_poll, Instant::now());
         self.connection
             .directory
-            .retain_vaults(|vault| vaults.contains(vault) || previous.contains(vault));
+            .retain_vaults(|vault| vaults.contains(vault) || previous.contains(vault), last_poll);
         let mut report = PollReport {
             vaults: vaults.len(),
             ..PollReport::default()
@@ -434,7 +440,6 @@ pub(crate) async fn keep_house(ctx: Arc<Context>, stores: Vec<Store<OnePasswordI
     for store in &stores {
         crate::kubernetes::until_ready(store).await;
     }
-    ctx.set_caches_synced();
     let mut ticker = tokio::time::interval(ctx.settings.polling_interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

@@ -196,12 +196,18 @@ impl Directory {
         versions
     }
 
-    /// Keeps the item listings of the vaults `keep` says are still referenced.
-    pub(crate) fn retain_vaults(&self, keep: impl Fn(&str) -> bool) {
+    /// Keeps the item listings of the vaults `keep` says are still referenced, and those in
+    /// use since `since`: a listing being taken, or taken after `since`, serves resources
+    /// whose status does not name the vault yet.
+    pub(crate) fn retain_vaults(&self, keep: impl Fn(&str) -> bool, since: Instant) {
+        let in_use = |slot: &Slot| {
+            slot.try_lock()
+                .map_or(true, |listing| listing.as_ref().is_some_and(|l| l.asked >= since))
+        };
         self.items
             .lock()
             .expect("directory lock")
-            .retain(|vault, _| keep(vault));
+            .retain(|vault, slot| keep(vault) || in_use(slot));
         self.versions
             .lock()
             .expect("directory lock")
@@ -278,6 +284,41 @@ pub(crate) async fn resolve_in(
 mod tests {
     use super::*;
     use crate::crd::{OnePasswordItemSpec, OnePasswordItemStatus};
+
+    fn listed(directory: &Directory, vault_id: &str) -> bool {
+        directory.items.lock().unwrap().contains_key(vault_id)
+    }
+
+    async fn list_items_of(directory: &Directory, vault_id: &str) {
+        let since = Instant::now();
+        let list = async || Ok(TitleIndex::of_items(&[]));
+        Directory::lookup(&directory.items_slot(vault_id), since, |index| index.item("x"), list)
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_listing_taken_since_the_last_poll_outlives_a_poll_that_finds_its_vault_unreferenced() {
+        let directory = Directory::default();
+        let last_poll = Instant::now();
+        list_items_of(&directory, "new").await;
+        // Resources resolved through it have no status naming the vault yet.
+        directory.retain_vaults(|_| false, last_poll);
+        assert!(listed(&directory, "new"), "taken since the last poll: kept");
+        directory.retain_vaults(|_| false, Instant::now());
+        assert!(!listed(&directory, "new"), "unreferenced and not taken since: let go");
+    }
+
+    #[tokio::test]
+    async fn a_listing_being_taken_is_kept_and_referenced_vaults_always() {
+        let directory = Directory::default();
+        list_items_of(&directory, "referenced").await;
+        let slot = directory.items_slot("being-listed");
+        let _listing = slot.lock().await;
+        directory.retain_vaults(|vault| vault == "referenced", Instant::now());
+        assert!(listed(&directory, "referenced"));
+        assert!(listed(&directory, "being-listed"));
+    }
 
     #[test]
     fn item_paths_are_parsed_strictly() {
