@@ -92,13 +92,18 @@ pub async fn run(ctx: Arc<Context>) {
         }
         stores.push(store);
     }
-    let secrets_listed = {
-        let ctx = ctx.clone();
+    // Ready (`/readyz`) once the OnePasswordItems and our Secrets are both listed.
+    let caches_synced = {
+        let (ctx, stores) = (ctx.clone(), stores.clone());
         async move {
             for store in &secret_stores {
                 crate::kubernetes::until_ready(store).await;
             }
             ctx.known.watch_ready(secret_stores);
+            for store in &stores {
+                crate::kubernetes::until_ready(store).await;
+            }
+            ctx.set_caches_synced();
             futures::future::pending::<()>().await
         }
     };
@@ -122,7 +127,7 @@ pub async fn run(ctx: Arc<Context>) {
         _ = futures::future::join_all(pollers) => {}
         _ = poller::keep_house(ctx.clone(), stores) => {}
         _ = ctx.restarter.clone().run() => {}
-        _ = secrets_listed => {}
+        _ = caches_synced => {}
     }
 }
 

@@ -160,7 +160,7 @@ impl Context {
         self.standby.store(standby, Ordering::Relaxed);
     }
 
-    /// Whether every watch has listed its objects once.
+    /// Whether the OnePasswordItem and Secret watches have listed their objects once.
     pub fn caches_synced(&self) -> bool {
         self.caches_synced.load(Ordering::Relaxed)
     }

@@ -109,6 +109,18 @@ pub async fn harness_with(
     let connect = ConnectClient::with_metrics(op_config, metrics.connect.clone()).unwrap();
     let ctx = Arc::new(Context::new(kube.clone(), Some(connect), settings.clone(), metrics));
     let task = tokio::spawn(wiring::run(ctx.clone()));
+    // Started as a pod is when it turns Ready, with its first poll behind it: what a test
+    // counts from here on is the work its own resources cause.
+    let started = ctx.clone();
+    super::wait_for(
+        "the operator's caches and first poll",
+        Duration::from_secs(30),
+        async || {
+            let polled = started.connect().is_none() || started.metrics().poll_count() > 0;
+            (started.caches_synced() && polled).then_some(())
+        },
+    )
+    .await;
     let writer = connect_client(&sim, "writer-token", RetryPolicy::none());
     // The first vault of the data: where `item_id` and `set_field` look.
     let vault_id = writer.list_vaults(None).await.unwrap()[0].id.clone();
