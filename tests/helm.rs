@@ -17,7 +17,9 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::WatchStreamExt;
-use onepassword_operator::connections::resource::{ClusterOnePasswordConnect, ConnectionReference};
+use onepassword_operator::connections::resource::{
+    ClusterOnePasswordConnect, ConnectionReference, OnePasswordConnect, OnePasswordConnectSpec, SecretKeyRef,
+};
 use onepassword_operator::crd::{OnePasswordItem, OnePasswordItemSpec};
 use opo_testenv::local_cluster::{ControlPlaneBinaries, Identity};
 use serde::Deserialize;
@@ -749,6 +751,58 @@ async fn install_upgrade_and_run_as_the_charts_service_account() {
         "{reasons:?}\n{}",
         operator.log_text()
     );
+
+    // A tenant's own connection in its namespace, with its own token Secret: checked and used
+    // with the chart's RBAC.
+    Api::<Secret>::namespaced(admin.clone(), &app_ns)
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "metadata": { "name": "team-token" },
+                "stringData": { "token": "demo-operator-token" }
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let team = OnePasswordConnect::new(
+        "team",
+        OnePasswordConnectSpec {
+            host: sim.url().to_string(),
+            token_secret_ref: SecretKeyRef {
+                name: "team-token".into(),
+                key: "token".into(),
+            },
+            ca_bundle_secret_ref: None,
+        },
+    );
+    let team_connections: Api<OnePasswordConnect> = Api::namespaced(admin.clone(), &app_ns);
+    team_connections.create(&PostParams::default(), &team).await.unwrap();
+    support::wait_for(
+        "the namespace's own connection is Connected",
+        Duration::from_secs(30),
+        async || {
+            let connection = team_connections.get("team").await.unwrap();
+            (connection.status.as_ref()?.ready()?.reason == "Connected").then_some(())
+        },
+    )
+    .await;
+    let mut team_db = OnePasswordItem::new("team-db", OnePasswordItemSpec::item("vaults/Demo/items/Database"));
+    team_db.spec.connect_ref = Some(Box::new(ConnectionReference {
+        kind: None,
+        name: "team".into(),
+    }));
+    items.create(&PostParams::default(), &team_db).await.unwrap();
+    support::wait_for(
+        "an item synced through the namespace's own connection",
+        Duration::from_secs(30),
+        async || {
+            support::harness::ready_reason_and_message(&items.get("team-db").await.unwrap())
+                .filter(|(reason, _)| reason == "Synced")
+        },
+    )
+    .await;
+    assert!(secrets.get_opt("team-db").await.unwrap().is_some());
 
     // Take one permission away: the next Secret fails with a clear reason.
     let roles: Api<ClusterRole> = Api::all(admin.clone());
