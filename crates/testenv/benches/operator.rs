@@ -870,8 +870,12 @@ fn markdown(samples: &[Sample], machine: &str) -> String {
         "\nGoals: initial sync at ≥ 0.5× the raw apiserver rate, and at ≥ 0.8× the rate of a plain client doing only the essential writes (create, Secret, status); about N + 2V Connect calls on the initial sync whatever the naming; idle poll = {VAULTS} calls whatever N; propagation p95 ≤ interval + 2 s = {} ms; drift repair p95 ≤ 1000 ms; a restart with nothing changed makes no write; mass rotation at ≥ 0.7× the plain client's rate; peak RSS ≤ 64 MiB at 10,000 resources.",
         (POLLING_INTERVAL.as_secs() + 2) * 1000
     );
-    // The figures of benches/tenants.rs and benches/node.rs, when those have run.
-    for page in ["docs/benchmarks-tenants.md", "docs/benchmarks-node.md"] {
+    // The figures of benches/writes.rs, benches/tenants.rs and benches/node.rs, when those have run.
+    for page in [
+        "docs/benchmarks-writes.md",
+        "docs/benchmarks-tenants.md",
+        "docs/benchmarks-node.md",
+    ] {
         if let Ok(text) = std::fs::read_to_string(opo_testenv::repo_root().join(page)) {
             md.push('\n');
             md.push_str(&text);
