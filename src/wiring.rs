@@ -6,8 +6,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use futures::StreamExt;
 use futures::future::BoxFuture;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 use kube::api::{Api, PartialObjectMeta};
@@ -64,6 +64,16 @@ pub async fn run(ctx: Arc<Context>) {
         let (secret_store, secret_writer) = reflector::store();
         let secrets_stream = watcher::watcher(secrets, watcher::Config::default().labels(&selector))
             .backoff(watch_backoff())
+            .inspect_ok({
+                // Before the cache drops it: a deleted Secret is no longer known as written.
+                let ctx = ctx.clone();
+                move |event| {
+                    if let watcher::Event::Delete(secret) = event {
+                        ctx.known
+                            .forget(&secret.namespace().unwrap_or_default(), &secret.name_any());
+                    }
+                }
+            })
             .modify(|secret: &mut PartialObjectMeta<Secret>| {
                 let meta = &mut secret.metadata;
                 (meta.managed_fields, meta.annotations, meta.labels) = (None, None, None);

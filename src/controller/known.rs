@@ -7,10 +7,15 @@
 //! version we left it and the desired Secret has the same fingerprint, the Secret is
 //! current: no read, no write. Anything else (a hand edit, a deletion, a new item version,
 //! a restart of the operator) falls back to reading the Secret.
+//!
+//! A Secret we have just written may not be in the watch yet (the OnePasswordItem's watch can
+//! deliver our status write first, and its reconcile runs at once): for [`WATCH_LAG`] our own
+//! write stands in for it, unless the watch has shown it deleted since.
 
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
@@ -93,12 +98,16 @@ impl Desired {
     }
 }
 
+/// How long our own write stands in for a Secret the watch does not show yet.
+const WATCH_LAG: Duration = Duration::from_secs(10);
+
 type Key = (String, String);
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Written {
     resource_version: String,
     desired: Desired,
+    at: Instant,
 }
 
 #[derive(Default)]
@@ -130,11 +139,16 @@ impl KnownSecrets {
         let Some(watched) = self.watched_version(namespace, name) else {
             return Freshness::Latest;
         };
-        let Some(version) = watched else {
+        let written = self.written.lock().expect("known secrets lock");
+        let ours = written.get(&(namespace.to_owned(), name.to_owned()));
+        let Some(version) = watched.or_else(|| {
+            // Written by us a moment ago; the watch will show it.
+            ours.filter(|w| w.at.elapsed() < WATCH_LAG)
+                .map(|w| w.resource_version.clone())
+        }) else {
             return Freshness::NotOurs;
         };
-        let written = self.written.lock().expect("known secrets lock");
-        match written.get(&(namespace.to_owned(), name.to_owned())) {
+        match ours {
             Some(w) if w.resource_version == version && w.desired.fingerprint == desired.fingerprint => {
                 Freshness::Current
             }
@@ -148,6 +162,10 @@ impl KnownSecrets {
 
     /// Records that the Secret at `resource_version` holds `desired`.
     pub(crate) fn record(&self, namespace: &str, name: &str, resource_version: Option<String>, desired: Desired) {
+        self.record_at(namespace, name, resource_version, desired, Instant::now());
+    }
+
+    fn record_at(&self, namespace: &str, name: &str, resource_version: Option<String>, desired: Desired, at: Instant) {
         let Some(resource_version) = resource_version else {
             return self.forget(namespace, name);
         };
@@ -156,6 +174,7 @@ impl KnownSecrets {
             Written {
                 resource_version,
                 desired,
+                at,
             },
         );
     }
@@ -246,6 +265,31 @@ mod tests {
     }
 
     #[test]
+    fn a_secret_just_written_needs_no_read_before_the_watch_shows_it() {
+        let known = watching(vec![]);
+        known.record("ns", "db", Some("5".into()), pw());
+        assert_eq!(known.freshness("ns", "db", &pw()), Freshness::Current);
+        assert_eq!(
+            known.freshness("ns", "db", &Desired::of(&secret("other"))),
+            Freshness::ValuesChanged {
+                resource_version: "5".into(),
+                item_moved: false
+            }
+        );
+    }
+
+    #[test]
+    fn a_secret_the_watch_showed_deleted_or_long_missing_is_not_ours() {
+        let known = watching(vec![]);
+        known.record("ns", "db", Some("5".into()), pw());
+        known.forget("ns", "db");
+        assert_eq!(known.freshness("ns", "db", &pw()), Freshness::NotOurs, "deleted");
+        let long_ago = Instant::now() - WATCH_LAG - Duration::from_secs(1);
+        known.record_at("ns", "db", Some("5".into()), pw(), long_ago);
+        assert_eq!(known.freshness("ns", "db", &pw()), Freshness::NotOurs, "missing");
+    }
+
+    #[test]
     fn a_secret_untouched_since_our_write_needs_no_read() {
         let known = watching(vec![meta("db", "5")]);
         known.record("ns", "db", Some("5".into()), pw());
@@ -319,6 +363,8 @@ mod tests {
     fn a_secret_missing_from_the_watch_is_read_from_the_cache() {
         let known = watching(vec![]);
         known.record("ns", "db", Some("5".into()), pw());
+        // Deleted by hand: the watch's Delete event forgets our write.
+        known.forget("ns", "db");
         assert_eq!(
             known.freshness("ns", "db", &pw()),
             Freshness::NotOurs,
