@@ -5,12 +5,23 @@
 //! on transitions only, so repeats are rare, while at 10,000 resources that cache was the
 //! largest part of the heap (23.6 MB of 88 MB, measured with heaptrack) and its walk grew
 //! with every Event of the initial sync. This publisher sends each Event and keeps nothing.
+//!
+//! The Events of reconciles go through an [`EventLane`]: while reconciles are running they
+//! wait (up to [`MAX_DELAY`]), so that in a burst the apiserver spends itself on the Secrets
+//! and statuses users wait for; each keeps the time it happened.
 
-use jiff::Timestamp;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::events::v1::Event as K8sEvent;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::api::{Api, PostParams};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tracing::warn;
 
 pub(crate) use kube::runtime::events::{Event, EventType};
@@ -59,10 +70,159 @@ impl EventPublisher {
 
     /// Creates the Event in the namespace of the object it is about.
     async fn publish(&self, event: &Event, regarding: &ObjectReference) -> Result<(), kube::Error> {
+        self.publish_at(event, regarding, Timestamp::now()).await
+    }
+
+    async fn publish_at(&self, event: &Event, regarding: &ObjectReference, at: Timestamp) -> Result<(), kube::Error> {
         let namespace = regarding.namespace.as_deref().unwrap_or("default");
         let api: Api<K8sEvent> = Api::namespaced(self.client.clone(), namespace);
-        let built = build_event(event, regarding, &self.controller, &self.instance, Timestamp::now());
+        let built = build_event(event, regarding, &self.controller, &self.instance, at);
         api.create(&PostParams::default(), &built).await.map(drop)
+    }
+}
+
+/// How long an Event of a reconcile waits at most for the reconciles running to end.
+pub(crate) const MAX_DELAY: Duration = Duration::from_secs(5);
+
+/// Events waiting at most; beyond that a reconcile waits for room (nothing is dropped).
+const CAPACITY: usize = 10_000;
+
+/// An Event of a reconcile, as it happened.
+struct Queued {
+    regarding: ObjectReference,
+    event: Event,
+    at: Timestamp,
+    queued: Instant,
+}
+
+/// The Events of reconciles, sent one at a time by [`EventLane::run`], in the order they
+/// happened, each when no reconcile is running or once it has waited [`MAX_DELAY`].
+pub(crate) struct EventLane {
+    publisher: EventPublisher,
+    sender: mpsc::Sender<Queued>,
+    receiver: tokio::sync::Mutex<mpsc::Receiver<Queued>>,
+    running: Running,
+    clock: EventClock,
+}
+
+impl EventLane {
+    pub(crate) fn new(publisher: EventPublisher) -> Self {
+        let (sender, receiver) = mpsc::channel(CAPACITY);
+        Self {
+            publisher,
+            sender,
+            receiver: tokio::sync::Mutex::new(receiver),
+            running: Running::default(),
+            clock: EventClock::default(),
+        }
+    }
+
+    /// Reconciles running: counted while the guard lives.
+    pub(crate) fn running(&self) -> &Running {
+        &self.running
+    }
+
+    /// Queues an Event about `regarding`, stamped now.
+    pub(crate) async fn notify(
+        &self,
+        regarding: ObjectReference,
+        warning: bool,
+        action: &str,
+        reason: &str,
+        note: String,
+    ) {
+        let queued = Queued {
+            regarding,
+            event: Event {
+                type_: if warning { EventType::Warning } else { EventType::Normal },
+                reason: reason.into(),
+                note: Some(note),
+                action: action.into(),
+                secondary: None,
+            },
+            at: self.clock.next(),
+            queued: Instant::now(),
+        };
+        // Closed only if the lane is gone, at the end of the process.
+        let _ = self.sender.send(queued).await;
+    }
+
+    /// Sends the queued Events, for as long as the operator runs.
+    pub(crate) async fn run(&self) {
+        let mut receiver = self.receiver.lock().await;
+        while let Some(queued) = receiver.recv().await {
+            self.running.wait_turn(queued.queued + MAX_DELAY).await;
+            self.send(queued).await;
+        }
+    }
+
+    /// At shutdown: sends what is still queued, for `within` at most.
+    pub(crate) async fn flush(&self, within: Duration) {
+        let deadline = Instant::now() + within;
+        let mut receiver = self.receiver.lock().await;
+        while Instant::now() < deadline
+            && let Ok(queued) = receiver.try_recv()
+        {
+            let _ = tokio::time::timeout_at(deadline, self.send(queued)).await;
+        }
+    }
+
+    async fn send(&self, queued: Queued) {
+        let Queued {
+            regarding, event, at, ..
+        } = queued;
+        if let Err(err) = self.publisher.publish_at(&event, &regarding, at).await {
+            warn!(reason = %event.reason, error = %err, "cannot publish an Event");
+        }
+    }
+}
+
+/// How many reconciles are running.
+#[derive(Clone, Default)]
+pub(crate) struct Running(Arc<AtomicUsize>);
+
+impl Running {
+    /// Counts one reconcile until the guard is dropped.
+    pub(crate) fn enter(&self) -> RunningGuard {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        RunningGuard(self.0.clone())
+    }
+
+    fn any(&self) -> bool {
+        self.0.load(Ordering::Relaxed) > 0
+    }
+
+    /// Returns once no reconcile is running, or at `deadline`.
+    async fn wait_turn(&self, deadline: Instant) {
+        while self.any() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10).min(deadline - Instant::now())).await;
+        }
+    }
+}
+
+pub(crate) struct RunningGuard(Arc<AtomicUsize>);
+
+impl Drop for RunningGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Event times, each later than the one before, so that Events sent later still sort in the
+/// order they happened (event times have microseconds, names nanoseconds).
+#[derive(Default)]
+struct EventClock(Mutex<Option<Timestamp>>);
+
+impl EventClock {
+    fn next(&self) -> Timestamp {
+        let mut last = self.0.lock().expect("event clock lock");
+        let now = Timestamp::now();
+        let next = match *last {
+            Some(previous) => now.max(previous + SignedDuration::from_micros(1)),
+            None => now,
+        };
+        *last = Some(next);
+        next
     }
 }
 
@@ -155,6 +315,110 @@ mod tests {
         assert_eq!(built.reporting_instance.as_deref(), Some("pod-1"));
         assert_eq!(built.event_time, Some(MicroTime(now)));
         assert!(built.series.is_none() && built.deprecated_count.is_none());
+    }
+
+    #[test]
+    fn event_times_only_go_forward_by_at_least_a_microsecond() {
+        let clock = EventClock::default();
+        let times: Vec<Timestamp> = (0..1000).map(|_| clock.next()).collect();
+        for pair in times.windows(2) {
+            assert!(
+                pair[1].duration_since(pair[0]) >= SignedDuration::from_micros(1),
+                "{pair:?}"
+            );
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_event_waits_for_running_reconciles_at_most_its_delay() {
+        let running = Running::default();
+        let started = Instant::now();
+        running.wait_turn(started + MAX_DELAY).await;
+        assert_eq!(started.elapsed(), Duration::ZERO, "nothing running: at once");
+
+        let guard = running.enter();
+        let started = Instant::now();
+        running.wait_turn(started + MAX_DELAY).await;
+        assert_eq!(started.elapsed(), MAX_DELAY, "a burst that lasts: after the delay");
+
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            drop(guard);
+        });
+        let started = Instant::now();
+        running.wait_turn(started + MAX_DELAY).await;
+        let waited = started.elapsed();
+        assert!(
+            waited >= Duration::from_millis(300) && waited <= Duration::from_millis(320),
+            "the burst over: soon after ({waited:?})"
+        );
+    }
+
+    /// An apiserver that records the Events created through it.
+    async fn recording_apiserver() -> (kube::Client, Arc<Mutex<Vec<K8sEvent>>>) {
+        let seen: Arc<Mutex<Vec<K8sEvent>>> = Arc::default();
+        let record = {
+            let seen = seen.clone();
+            move |axum::Json(event): axum::Json<K8sEvent>| async move {
+                seen.lock().unwrap().push(event.clone());
+                (http::StatusCode::CREATED, axum::Json(event))
+            }
+        };
+        let app = axum::Router::new().route(
+            "/apis/events.k8s.io/v1/namespaces/{namespace}/events",
+            axum::routing::post(record),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let client = kube::Client::try_from(kube::Config::new(url.parse().unwrap())).unwrap();
+        (client, seen)
+    }
+
+    fn reasons(seen: &Mutex<Vec<K8sEvent>>) -> Vec<String> {
+        seen.lock().unwrap().iter().filter_map(|e| e.reason.clone()).collect()
+    }
+
+    #[tokio::test]
+    async fn events_wait_for_running_reconciles_and_keep_their_order() {
+        let (client, seen) = recording_apiserver().await;
+        let lane = Arc::new(EventLane::new(EventPublisher::new(client, "c", None)));
+        tokio::spawn({
+            let lane = lane.clone();
+            async move { lane.run().await }
+        });
+        let reconcile = lane.running().enter();
+        for reason in ["Created", "Updated", "Recovered"] {
+            lane.notify(reference(), false, "Sync", reason, format!("{reason} Secret db"))
+                .await;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(reasons(&seen).is_empty(), "sent while a reconcile runs");
+        drop(reconcile);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while reasons(&seen).len() < 3 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(reasons(&seen), ["Created", "Updated", "Recovered"]);
+        let times: Vec<_> = seen
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|e| e.event_time.clone().unwrap().0)
+            .collect();
+        assert!(times.windows(2).all(|t| t[0] < t[1]), "{times:?}");
+    }
+
+    #[tokio::test]
+    async fn events_still_waiting_are_sent_at_shutdown() {
+        let (client, seen) = recording_apiserver().await;
+        let lane = EventLane::new(EventPublisher::new(client, "c", None));
+        let _reconcile = lane.running().enter();
+        for reason in ["Created", "Updated"] {
+            lane.notify(reference(), false, "Sync", reason, String::new()).await;
+        }
+        lane.flush(Duration::from_secs(5)).await;
+        assert_eq!(reasons(&seen), ["Created", "Updated"]);
     }
 
     #[test]

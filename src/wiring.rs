@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::future::BoxFuture;
 use futures::{StreamExt, TryStreamExt};
@@ -137,8 +138,11 @@ pub async fn run(ctx: Arc<Context>) {
         _ = futures::future::join_all(pollers) => {}
         _ = poller::keep_house(ctx.clone(), stores) => {}
         _ = ctx.restarter.clone().run() => {}
+        _ = ctx.event_lane.run() => {}
         _ = caches_synced => {}
     }
+    // Events of the last reconciles, not left behind.
+    ctx.event_lane.flush(Duration::from_secs(5)).await;
 }
 
 /// The watch and the status controller of one kind of connection resource.

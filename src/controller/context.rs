@@ -18,7 +18,7 @@ use super::written_status::WrittenStatuses;
 use crate::connect::ConnectClient;
 use crate::controller::connections::Connections;
 use crate::crd::OnePasswordItem;
-use crate::events::EventPublisher;
+use crate::events::{EventLane, EventPublisher};
 use crate::metrics::Metrics;
 use crate::restart::Restarter;
 
@@ -94,6 +94,8 @@ pub struct Context {
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) restarter: Arc<Restarter>,
     pub(crate) events: EventPublisher,
+    /// The reconciles' Events, sent at low priority.
+    pub(crate) event_lane: EventLane,
     /// Repairs of Secrets that something keeps changing: backed off, Events aggregated.
     pub(crate) repairs: RepairThrottle,
     /// Statuses written that the watch cache may not show yet.
@@ -114,6 +116,7 @@ impl Context {
         let events = EventPublisher::new(client.clone(), "onepassword-operator", std::env::var("POD_NAME").ok());
         Self {
             restarter: Restarter::new(client.clone(), events.clone(), settings.auto_restart),
+            event_lane: EventLane::new(events.clone()),
             events,
             repairs: RepairThrottle::default(),
             written_statuses: WrittenStatuses::default(),
@@ -185,8 +188,8 @@ impl Context {
     }
 
     pub(crate) async fn publish(&self, obj: &OnePasswordItem, spec: EventSpec) {
-        self.events
-            .notify(&obj.object_ref(&()), spec.warning, "Sync", &spec.reason, spec.note)
+        self.event_lane
+            .notify(obj.object_ref(&()), spec.warning, "Sync", &spec.reason, spec.note)
             .await;
     }
 }

@@ -66,6 +66,8 @@ use references::{build_for, references};
 #[instrument(skip_all, fields(name = %opi.name_any(), namespace = opi.namespace().unwrap_or_default()))]
 pub(crate) async fn reconcile(opi: Arc<OnePasswordItem>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = Instant::now();
+    // Events wait while reconciles run (crate::events::EventLane).
+    let _running = ctx.event_lane.running().enter();
     let opi = ctx.written_statuses.freshen(opi, started);
     let namespace = opi.namespace().unwrap_or_default();
     let api: Api<OnePasswordItem> = Api::namespaced(ctx.client.clone(), &namespace);
