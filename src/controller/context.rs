@@ -6,7 +6,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use kube::Resource;
 use kube::runtime::reflector::ObjectRef;
 
 use super::build::MappingOptions;
@@ -189,7 +188,7 @@ impl Context {
 
     pub(crate) async fn publish(&self, obj: &OnePasswordItem, spec: EventSpec) {
         self.event_lane
-            .notify(obj.object_ref(&()), spec.warning, "Sync", &spec.reason, spec.note)
+            .notify(obj, spec.warning, &spec.reason, &spec.note)
             .await;
     }
 }
