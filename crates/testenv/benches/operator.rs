@@ -20,8 +20,9 @@ use kube::runtime::watcher::{self, Event};
 use kube::{Client, Resource, ResourceExt};
 use onepassword_operator::connect::models::PatchOp;
 use onepassword_operator::connect::{ConnectClient, ConnectConfig, Filter, RetryPolicy};
-use onepassword_operator::crd::{self, OnePasswordItem, OnePasswordItemSpec};
-use opo_testenv::local_cluster::{self, ControlPlaneBinaries, Identity, LocalCluster};
+use onepassword_operator::crd::{OnePasswordItem, OnePasswordItemSpec};
+use opo_testenv::load::timed_writes;
+use opo_testenv::local_cluster::{self, Identity, LocalCluster};
 use secrecy::SecretString;
 use serde::Serialize;
 use serde_json::json;
@@ -215,18 +216,15 @@ fn ids(store: &sim::store::Store, i: usize) -> (String, String) {
 
 /// Creates N OnePasswordItems, `CONCURRENCY` at a time, as a user's tooling would.
 async fn create_items(items: &Api<OnePasswordItem>, n: usize, path: impl Fn(usize) -> String) {
-    futures::stream::iter(0..n)
-        .map(|i| {
-            let items = items.clone();
-            let path = path(i);
-            async move {
-                let opi = OnePasswordItem::new(&format!("item-{i}"), OnePasswordItemSpec::item(path));
-                items.create(&PostParams::default(), &opi).await.unwrap();
-            }
-        })
-        .buffer_unordered(CONCURRENCY)
-        .collect::<Vec<_>>()
-        .await;
+    timed_writes(n, CONCURRENCY, |i| {
+        let items = items.clone();
+        let path = path(i);
+        async move {
+            let opi = OnePasswordItem::new(&format!("item-{i}"), OnePasswordItemSpec::item(path));
+            items.create(&PostParams::default(), &opi).await.unwrap();
+        }
+    })
+    .await;
 }
 
 /// The Secret a plain client writes for resource `i`.
@@ -249,21 +247,6 @@ fn plain_secret(
     }
 }
 
-/// Runs `write` for 0..n, `CONCURRENCY` at a time, and times it.
-async fn timed_writes<F, Fut>(n: usize, write: F) -> Duration
-where
-    F: Fn(usize) -> Fut,
-    Fut: std::future::Future<Output = ()>,
-{
-    let started = Instant::now();
-    futures::stream::iter(0..n)
-        .map(write)
-        .buffer_unordered(CONCURRENCY)
-        .collect::<Vec<_>>()
-        .await;
-    started.elapsed()
-}
-
 /// The physical limit: a plain client server-side-applying N Secrets as fast as it can.
 async fn limit(client: &Client, n: usize) -> Duration {
     let ns = format!("limit-{n}");
@@ -274,7 +257,7 @@ async fn limit(client: &Client, n: usize) -> Duration {
 /// A plain client server-side-applying Secrets `item-0` to `item-{n-1}` in `ns`, timed.
 async fn apply_plain_secrets(client: &Client, ns: &str, n: usize, password: impl Fn(usize) -> String) -> Duration {
     let api: Api<Secret> = Api::namespaced(client.clone(), ns);
-    timed_writes(n, |i| {
+    timed_writes(n, CONCURRENCY, |i| {
         let api = api.clone();
         let secret = plain_secret(i, password(i), None);
         async move {
@@ -296,7 +279,7 @@ async fn essential_writes(client: &Client, n: usize) -> Duration {
     warm_up(client, &ns).await;
     let items: Api<OnePasswordItem> = Api::namespaced(client.clone(), &ns);
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
-    timed_writes(n, |i| {
+    timed_writes(n, CONCURRENCY, |i| {
         let (items, secrets) = (items.clone(), secrets.clone());
         async move {
             let name = format!("item-{i}");
@@ -1026,10 +1009,9 @@ async fn main() {
                 .expect("OPO_BENCH_SIZES is a comma-separated list of numbers")
         })
         .collect();
-    let binaries = ControlPlaneBinaries::locate(root).unwrap_or_else(|e| panic!("{e}"));
-    let cluster = LocalCluster::start(&binaries).await.unwrap();
-    let client = cluster.admin_client().unwrap();
-    cluster.apply_crd(&client, &crd::crd()).await.unwrap();
+    let (cluster, _) = LocalCluster::start_with_crds(root)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     let work = tempfile::tempdir().unwrap();
     let kubeconfig = work.path().join("kubeconfig");
     cluster.write_kubeconfig(&Identity::Admin, &kubeconfig).unwrap();

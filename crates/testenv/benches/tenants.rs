@@ -21,7 +21,7 @@ use onepassword_operator::connections::resource::{
     ConnectionReference, OnePasswordConnect, OnePasswordConnectSpec, SecretKeyRef,
 };
 use onepassword_operator::crd::{OnePasswordItem, OnePasswordItemSpec};
-use opo_testenv::local_cluster::{self, ControlPlaneBinaries, Identity, LocalCluster};
+use opo_testenv::local_cluster::{self, Identity, LocalCluster};
 use serde_json::json;
 
 /// Items (and OnePasswordItems) per tenant.
@@ -259,10 +259,9 @@ fn percentile(values: &mut [f64], p: f64) -> f64 {
 #[tokio::main]
 async fn main() {
     let root = opo_testenv::repo_root();
-    let binaries = ControlPlaneBinaries::locate(&root).unwrap_or_else(|e| panic!("{e}"));
-    let cluster = LocalCluster::start(&binaries).await.unwrap();
-    let client = cluster.admin_client().unwrap();
-    cluster.install_crds(&client, &root.join("crds")).await.unwrap();
+    let (cluster, client) = LocalCluster::start_with_crds(&root)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     let work = tempfile::tempdir().unwrap();
     let kubeconfig = work.path().join("kubeconfig");
     cluster.write_kubeconfig(&Identity::Admin, &kubeconfig).unwrap();

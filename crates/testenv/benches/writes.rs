@@ -7,17 +7,18 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use futures::{StreamExt, TryStreamExt};
+use futures::TryStreamExt;
 use k8s_openapi::api::core::v1::{ObjectReference, Secret};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, OwnerReference};
 use kube::Resource;
 use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
-use onepassword_operator::crd::{self, OnePasswordItem, OnePasswordItemSpec};
-use opo_testenv::local_cluster::{self, ControlPlaneBinaries, LocalCluster};
+use onepassword_operator::crd::{OnePasswordItem, OnePasswordItemSpec};
+use opo_testenv::load::timed_writes;
+use opo_testenv::local_cluster::{self, LocalCluster};
 use serde_json::{Value, json};
 
 const N: usize = 3_000;
@@ -38,13 +39,7 @@ where
     Fut: std::future::Future<Output = ()>,
 {
     let (etcd_before, apiserver_before) = cluster.cpu_seconds();
-    let started = Instant::now();
-    futures::stream::iter(0..N)
-        .map(write)
-        .buffer_unordered(CONCURRENCY)
-        .collect::<Vec<_>>()
-        .await;
-    let seconds = started.elapsed().as_secs_f64();
+    let seconds = timed_writes(N, CONCURRENCY, write).await.as_secs_f64();
     // The watches' share of the work ends a moment after the last write.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (etcd_after, apiserver_after) = cluster.cpu_seconds();
@@ -113,10 +108,9 @@ fn event(i: usize, regarding: ObjectReference) -> Event {
 #[tokio::main]
 async fn main() {
     let root = opo_testenv::repo_root();
-    let binaries = ControlPlaneBinaries::locate(&root).unwrap_or_else(|e| panic!("{e}"));
-    let cluster = LocalCluster::start(&binaries).await.unwrap();
-    let client = cluster.admin_client().unwrap();
-    cluster.apply_crd(&client, &crd::crd()).await.unwrap();
+    let (cluster, client) = LocalCluster::start_with_crds(&root)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     local_cluster::create_namespace(&client, NAMESPACE).await.unwrap();
     let items: Api<OnePasswordItem> = Api::namespaced(client.clone(), NAMESPACE);
     let secrets: Api<Secret> = Api::namespaced(client.clone(), NAMESPACE);
@@ -162,15 +156,18 @@ async fn main() {
         })
         .await,
     );
-    for (what, version) in [
-        ("merge-patch a status (the first)", 1),
-        ("merge-patch a status (a new version)", 2),
+    for (what, patch) in [
+        ("merge-patch a status (the first)", status(1)),
+        ("merge-patch a status (a new version)", status(2)),
+        (
+            "merge-patch a status (one field)",
+            json!({ "status": { "itemVersion": 3 } }),
+        ),
     ] {
         rows.push(
             measure(&cluster, what, |i| {
-                let items = items.clone();
+                let (items, patch) = (items.clone(), Patch::Merge(patch.clone()));
                 async move {
-                    let patch = Patch::Merge(status(version));
                     items
                         .patch_status(&format!("item-{i}"), &PatchParams::default(), &patch)
                         .await
@@ -180,19 +177,6 @@ async fn main() {
             .await,
         );
     }
-    rows.push(
-        measure(&cluster, "merge-patch a status (one field)", |i| {
-            let items = items.clone();
-            async move {
-                let patch = Patch::Merge(json!({ "status": { "itemVersion": 3 } }));
-                items
-                    .patch_status(&format!("item-{i}"), &PatchParams::default(), &patch)
-                    .await
-                    .unwrap();
-            }
-        })
-        .await,
-    );
     rows.push(
         measure(&cluster, "apply a status (server-side apply)", |i| {
             let items = items.clone();

@@ -4,6 +4,7 @@
 
 pub mod demo;
 pub mod in_cluster;
+pub mod load;
 pub mod local_cluster;
 pub mod node;
 

@@ -428,6 +428,16 @@ impl LocalCluster {
         Self::start_with(binaries, &ApiServerSetup::Loopback).await
     }
 
+    /// For benchmarks: a control plane from the repository's binaries with every CRD of
+    /// `crds/` installed, and an admin client for it.
+    pub async fn start_with_crds(repo_root: &Path) -> Result<(Self, kube::Client), String> {
+        let binaries = ControlPlaneBinaries::locate(repo_root)?;
+        let cluster = Self::start(&binaries).await?;
+        let client = cluster.admin_client()?;
+        cluster.install_crds(&client, &repo_root.join("crds")).await?;
+        Ok((cluster, client))
+    }
+
     pub(crate) async fn start_with(binaries: &ControlPlaneBinaries, setup: &ApiServerSetup) -> Result<Self, String> {
         // A port found free can be taken (by a test's own server bound to port 0) before
         // etcd or the apiserver binds it: new ports then, a few times.
