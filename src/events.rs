@@ -21,7 +21,7 @@ use k8s_openapi::api::events::v1::Event as K8sEvent;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::Resource;
 use kube::api::{Api, PostParams};
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 
 use crate::crd::OnePasswordItem;
@@ -217,34 +217,52 @@ impl EventLane {
     }
 }
 
-/// How many reconciles are running.
+/// How many reconciles are running, and a signal when the last one ends.
 #[derive(Clone, Default)]
-pub(crate) struct Running(Arc<AtomicUsize>);
+pub(crate) struct Running(Arc<RunningCount>);
+
+#[derive(Default)]
+pub(crate) struct RunningCount {
+    count: AtomicUsize,
+    none_left: Notify,
+}
 
 impl Running {
     /// Counts one reconcile until the guard is dropped.
     pub(crate) fn enter(&self) -> RunningGuard {
-        self.0.fetch_add(1, Ordering::Relaxed);
+        self.0.count.fetch_add(1, Ordering::Relaxed);
         RunningGuard(self.0.clone())
     }
 
     fn any(&self) -> bool {
-        self.0.load(Ordering::Relaxed) > 0
+        self.0.count.load(Ordering::Relaxed) > 0
     }
 
     /// Returns once no reconcile is running, or at `deadline`.
     async fn wait_turn(&self, deadline: Instant) {
-        while self.any() && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(10).min(deadline - Instant::now())).await;
+        loop {
+            // Registered before the count is read, so an end in between still wakes us.
+            let none_left = self.0.none_left.notified();
+            tokio::pin!(none_left);
+            none_left.as_mut().enable();
+            if !self.any() {
+                return;
+            }
+            tokio::select! {
+                () = none_left => {}
+                () = tokio::time::sleep_until(deadline) => return,
+            }
         }
     }
 }
 
-pub(crate) struct RunningGuard(Arc<AtomicUsize>);
+pub(crate) struct RunningGuard(Arc<RunningCount>);
 
 impl Drop for RunningGuard {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        if self.0.count.fetch_sub(1, Ordering::Relaxed) == 1 {
+            self.0.none_left.notify_waiters();
+        }
     }
 }
 
@@ -404,10 +422,10 @@ mod tests {
         });
         let started = Instant::now();
         running.wait_turn(started + MAX_DELAY).await;
-        let waited = started.elapsed();
-        assert!(
-            waited >= Duration::from_millis(300) && waited <= Duration::from_millis(320),
-            "the burst over: soon after ({waited:?})"
+        assert_eq!(
+            started.elapsed(),
+            Duration::from_millis(300),
+            "the burst over: at that moment"
         );
     }
 
