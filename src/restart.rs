@@ -100,26 +100,52 @@ fn flag(annotations: Option<&BTreeMap<String, String>>) -> Option<bool> {
     }
 }
 
-/// The Go precedence: Secret > workload > Namespace > global default.
+/// The Go precedence: Secret (its annotation's [`flag`]) > workload > Namespace > global
+/// default.
 pub(crate) fn should_restart(
-    secret: Option<&BTreeMap<String, String>>,
+    secret: Option<bool>,
     workload: Option<&BTreeMap<String, String>>,
     namespace: Option<&BTreeMap<String, String>>,
     default: bool,
 ) -> bool {
-    flag(secret)
+    secret
         .or_else(|| flag(workload))
         .or_else(|| flag(namespace))
         .unwrap_or(default)
 }
 
-/// A Secret whose data changed.
+/// A Secret whose data changed. Thousands wait in a mass rotation, so each keeps only what
+/// the restart needs: of the Secret's annotations, its own `auto-restart` choice.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct ChangedSecret {
     pub namespace: String,
     pub name: String,
-    pub annotations: BTreeMap<String, String>,
+    /// The Secret's `auto-restart` annotation, when it says yes or no.
+    pub restart: Option<bool>,
     pub item_version: u64,
+}
+
+impl ChangedSecret {
+    pub(crate) fn new(
+        namespace: String,
+        name: String,
+        annotations: Option<&BTreeMap<String, String>>,
+        item_version: u64,
+    ) -> Self {
+        Self {
+            namespace,
+            name,
+            restart: flag(annotations),
+            item_version,
+        }
+    }
+}
+
+/// The Secrets of one namespace changed in a burst (the last change of each), and when the
+/// burst may end.
+struct Burst {
+    secrets: BTreeMap<String, ChangedSecret>,
+    ends: Instant,
 }
 
 /// Collects changed Secrets and restarts their workloads once the burst is over.
@@ -127,8 +153,8 @@ pub(crate) struct Restarter {
     client: kube::Client,
     events: EventPublisher,
     default: bool,
-    /// Namespace → Secrets changed and when the burst may end.
-    pending: Mutex<BTreeMap<String, (Vec<ChangedSecret>, Instant)>>,
+    /// Namespace → its burst of changes.
+    pending: Mutex<BTreeMap<String, Burst>>,
 }
 
 impl Restarter {
@@ -144,12 +170,13 @@ impl Restarter {
     /// Notes a changed Secret; the restart happens after [`DEBOUNCE`] without new changes.
     pub(crate) fn secret_changed(&self, changed: ChangedSecret) {
         let mut pending = self.pending.lock().expect("restart queue lock");
-        let entry = pending
-            .entry(changed.namespace.clone())
-            .or_insert_with(|| (Vec::new(), Instant::now()));
-        entry.0.retain(|c| c.name != changed.name);
-        entry.0.push(changed);
-        entry.1 = Instant::now() + DEBOUNCE;
+        let ends = Instant::now() + DEBOUNCE;
+        let burst = pending.entry(changed.namespace.clone()).or_insert_with(|| Burst {
+            secrets: BTreeMap::new(),
+            ends,
+        });
+        burst.ends = ends;
+        burst.secrets.insert(changed.name.clone(), changed);
     }
 
     /// Restarts what is due, every few hundred milliseconds, until the process ends.
@@ -162,12 +189,15 @@ impl Restarter {
                 let now = Instant::now();
                 let ready: Vec<String> = pending
                     .iter()
-                    .filter(|(_, (_, at))| *at <= now)
+                    .filter(|(_, burst)| burst.ends <= now)
                     .map(|(ns, _)| ns.clone())
                     .collect();
                 ready
                     .into_iter()
-                    .filter_map(|ns| pending.remove(&ns).map(|(secrets, _)| (ns, secrets)))
+                    .filter_map(|ns| {
+                        let burst = pending.remove(&ns)?;
+                        Some((ns, burst.secrets.into_values().collect()))
+                    })
                     .collect()
             };
             for (namespace, secrets) in due {
@@ -205,14 +235,7 @@ impl Restarter {
             let reasons: Vec<&ChangedSecret> = secrets
                 .iter()
                 .filter(|s| uses_secret(consumer, &s.name))
-                .filter(|s| {
-                    should_restart(
-                        Some(&s.annotations),
-                        Some(consumer.annotations),
-                        ns_annotations,
-                        self.default,
-                    )
-                })
+                .filter(|s| should_restart(s.restart, Some(consumer.annotations), ns_annotations, self.default))
                 .collect();
             if reasons.is_empty() {
                 continue;
@@ -366,6 +389,25 @@ mod tests {
         bool,
     );
 
+    #[tokio::test]
+    async fn a_burst_keeps_the_last_change_of_each_secret_and_only_its_restart_choice() {
+        let config = kube::Config::new("http://127.0.0.1:9".parse().unwrap());
+        let client = kube::Client::try_from(config).unwrap();
+        let restarter = Restarter::new(client.clone(), EventPublisher::new(client, "test", None), false);
+        for version in 1..=3 {
+            let changed = ChangedSecret::new("ns".into(), "db".into(), Some(&annotated("true")), version);
+            restarter.secret_changed(changed);
+        }
+        restarter.secret_changed(ChangedSecret::new("ns".into(), "cache".into(), None, 7));
+        let pending = restarter.pending.lock().unwrap();
+        let changed: Vec<_> = pending["ns"]
+            .secrets
+            .values()
+            .map(|s| (s.name.as_str(), s.restart, s.item_version))
+            .collect();
+        assert_eq!(changed, [("cache", None, 7), ("db", Some(true), 3)]);
+    }
+
     #[test]
     fn precedence_is_secret_then_workload_then_namespace_then_default() {
         let (t, f) = (annotated("true"), annotated("false"));
@@ -381,16 +423,16 @@ mod tests {
         ];
         for (i, (secret, workload, namespace, default, expected)) in cases.iter().enumerate() {
             assert_eq!(
-                should_restart(*secret, *workload, *namespace, *default),
+                should_restart(flag(*secret), *workload, *namespace, *default),
                 *expected,
                 "case {i}"
             );
         }
         let junk = annotated("maybe");
         assert!(
-            should_restart(Some(&junk), Some(&t), None, false),
+            should_restart(flag(Some(&junk)), Some(&t), None, false),
             "an unreadable value falls through"
         );
-        assert!(should_restart(Some(&annotated(" TRUE ")), None, None, false));
+        assert!(should_restart(flag(Some(&annotated(" TRUE "))), None, None, false));
     }
 }

@@ -161,12 +161,9 @@ pub(crate) async fn apply(
 
 /// New item data: workloads that use the Secret may need a restart.
 fn item_data_changed(ctx: &Context, namespace: String, name: String, built: &BuiltSecret, version: u64) {
-    ctx.restarter.secret_changed(ChangedSecret {
-        namespace,
-        name,
-        annotations: built.secret.metadata.annotations.clone().unwrap_or_default(),
-        item_version: version,
-    });
+    let annotations = built.secret.metadata.annotations.as_ref();
+    ctx.restarter
+        .secret_changed(ChangedSecret::new(namespace, name, annotations, version));
 }
 
 /// Who an existing Secret belongs to, seen from one OnePasswordItem.
