@@ -20,6 +20,7 @@ use crate::annotated_workloads;
 use crate::annotations::{LAST_APPLIED, managed_selector};
 use crate::controller::connections::resource::{ClusterOnePasswordConnect, OnePasswordConnect};
 use crate::controller::connections::{ConnectionEvent, ConnectionStores, status as connection_status};
+use crate::controller::watched_secrets::WatchedSecrets;
 use crate::controller::{self, Context};
 use crate::crd::OnePasswordItem;
 use crate::kubernetes::{scoped_api, watch_backoff};
@@ -34,7 +35,7 @@ pub async fn run(ctx: Arc<Context>) {
         ctx.settings.namespaces.iter().cloned().map(Some).collect()
     };
     let mut stores = Vec::new();
-    let mut secret_stores = Vec::new();
+    let mut secret_watches = Vec::new();
     let mut senders = BTreeMap::new();
     let mut runs: Vec<BoxFuture<'static, ()>> = Vec::new();
     let mut connection_stores = Vec::new();
@@ -60,28 +61,24 @@ pub async fn run(ctx: Arc<Context>) {
             .reflect(writer)
             .applied_objects();
         // Our Secrets only, and only their metadata: enough to map them to their owners and
-        // to know their versions; no Secret data is decoded or held for the watch, and the
-        // cache keeps names, versions and owners only.
-        let (secret_store, secret_writer) = reflector::store();
+        // to know their versions; no Secret data is decoded or held for the watch, and only
+        // each Secret's version is kept.
+        let watched_secrets = WatchedSecrets::default();
         let secrets_stream = watcher::watcher(secrets, watcher::Config::default().labels(&selector))
             .backoff(watch_backoff())
             .inspect_ok({
-                // Before the cache drops it: a deleted Secret is no longer known as written.
-                let ctx = ctx.clone();
+                let (ctx, watched_secrets) = (ctx.clone(), watched_secrets.clone());
                 move |event| {
+                    // A deleted Secret is no longer known as written.
                     if let watcher::Event::Delete(secret) = event {
                         ctx.known
                             .forget(&secret.namespace().unwrap_or_default(), &secret.name_any());
                     }
+                    watched_secrets.apply(event);
                 }
             })
-            .modify(|secret: &mut PartialObjectMeta<Secret>| {
-                let meta = &mut secret.metadata;
-                (meta.managed_fields, meta.annotations, meta.labels) = (None, None, None);
-            })
-            .reflect(secret_writer)
             .touched_objects();
-        secret_stores.push(secret_store);
+        secret_watches.push(watched_secrets);
         let controller = Controller::for_stream(items_stream, store.clone())
             .owns_stream(secrets_stream)
             .reconcile_on(triggered)
@@ -107,10 +104,10 @@ pub async fn run(ctx: Arc<Context>) {
     let caches_synced = {
         let (ctx, stores) = (ctx.clone(), stores.clone());
         async move {
-            for store in &secret_stores {
-                crate::kubernetes::until_ready(store).await;
+            for watched in &secret_watches {
+                watched.until_listed().await;
             }
-            ctx.known.watch_ready(secret_stores);
+            ctx.known.watch_ready(secret_watches);
             for store in &stores {
                 crate::kubernetes::until_ready(store).await;
             }

@@ -19,9 +19,9 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
-use kube::api::{GetParams, PartialObjectMeta};
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::api::GetParams;
 
+use super::watched_secrets::{WatchedSecrets, key};
 use crate::annotations::{DATA_DIGEST, ITEM_VERSION};
 
 /// How fresh a read of a Secret needs to be.
@@ -101,37 +101,30 @@ impl Desired {
 /// How long our own write stands in for a Secret the watch does not show yet.
 const WATCH_LAG: Duration = Duration::from_secs(10);
 
-type Key = (String, String);
-
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Written {
-    resource_version: String,
+    resource_version: Box<str>,
     desired: Desired,
     at: Instant,
 }
 
 #[derive(Default)]
 pub(crate) struct KnownSecrets {
-    /// The owned-Secret watch caches, one per watched scope; set once all have listed.
-    watched: OnceLock<Vec<Store<PartialObjectMeta<Secret>>>>,
-    written: Mutex<HashMap<Key, Written>>,
+    /// The owned-Secret watches, one per watched scope; set once all have listed.
+    watched: OnceLock<Vec<WatchedSecrets>>,
+    /// By `namespace/name`.
+    written: Mutex<HashMap<Box<str>, Written>>,
 }
 
 impl KnownSecrets {
-    /// Hands over the watch caches once every one of them has listed.
-    pub(crate) fn watch_ready(&self, stores: Vec<Store<PartialObjectMeta<Secret>>>) {
-        let _ = self.watched.set(stores);
+    /// Hands over the watches once every one of them has listed.
+    pub(crate) fn watch_ready(&self, watches: Vec<WatchedSecrets>) {
+        let _ = self.watched.set(watches);
     }
 
     fn watched_version(&self, namespace: &str, name: &str) -> Option<Option<String>> {
-        let stores = self.watched.get()?;
-        let key = ObjectRef::new(name).within(namespace);
-        Some(
-            stores
-                .iter()
-                .find_map(|store| store.get(&key))
-                .map(|meta| meta.resource_version().unwrap_or_default()),
-        )
+        let watches = self.watched.get()?;
+        Some(watches.iter().find_map(|watched| watched.version(namespace, name)))
     }
 
     /// How fresh a read of the Secret must be before it is compared with `desired`.
@@ -140,22 +133,24 @@ impl KnownSecrets {
             return Freshness::Latest;
         };
         let written = self.written.lock().expect("known secrets lock");
-        let ours = written.get(&(namespace.to_owned(), name.to_owned()));
+        let ours = written.get(&key(namespace, name));
         let Some(version) = watched.or_else(|| {
             // Written by us a moment ago; the watch will show it.
             ours.filter(|w| w.at.elapsed() < WATCH_LAG)
-                .map(|w| w.resource_version.clone())
+                .map(|w| w.resource_version.to_string())
         }) else {
             return Freshness::NotOurs;
         };
         match ours {
-            Some(w) if w.resource_version == version && w.desired.fingerprint == desired.fingerprint => {
+            Some(w) if *w.resource_version == *version && w.desired.fingerprint == desired.fingerprint => {
                 Freshness::Current
             }
-            Some(w) if w.resource_version == version && w.desired.shape == desired.shape => Freshness::ValuesChanged {
-                resource_version: version,
-                item_moved: w.desired.item_version != desired.item_version,
-            },
+            Some(w) if *w.resource_version == *version && w.desired.shape == desired.shape => {
+                Freshness::ValuesChanged {
+                    resource_version: version,
+                    item_moved: w.desired.item_version != desired.item_version,
+                }
+            }
             _ => Freshness::NotOlderThan(version),
         }
     }
@@ -170,9 +165,9 @@ impl KnownSecrets {
             return self.forget(namespace, name);
         };
         self.written.lock().expect("known secrets lock").insert(
-            (namespace.to_owned(), name.to_owned()),
+            key(namespace, name),
             Written {
-                resource_version,
+                resource_version: resource_version.into_boxed_str(),
                 desired,
                 at,
             },
@@ -183,7 +178,7 @@ impl KnownSecrets {
     pub(crate) fn desired_changed(&self, namespace: &str, name: &str, desired: &Desired) -> bool {
         let written = self.written.lock().expect("known secrets lock");
         written
-            .get(&(namespace.to_owned(), name.to_owned()))
+            .get(&key(namespace, name))
             .is_some_and(|w| w.desired.fingerprint != desired.fingerprint)
     }
 
@@ -191,7 +186,7 @@ impl KnownSecrets {
         self.written
             .lock()
             .expect("known secrets lock")
-            .remove(&(namespace.to_owned(), name.to_owned()));
+            .remove(&key(namespace, name));
     }
 
     /// How many Secrets are known.
@@ -201,10 +196,10 @@ impl KnownSecrets {
 
     /// Drops what is known of Secrets whose owner no longer exists.
     pub(crate) fn retain(&self, exists: impl Fn(&str, &str) -> bool) {
-        self.written
-            .lock()
-            .expect("known secrets lock")
-            .retain(|(namespace, name), _| exists(namespace, name));
+        self.written.lock().expect("known secrets lock").retain(|key, _| {
+            let (namespace, name) = key.split_once('/').unwrap_or_default();
+            exists(namespace, name)
+        });
     }
 }
 
@@ -212,7 +207,7 @@ impl KnownSecrets {
 mod tests {
     use super::*;
     use k8s_openapi::ByteString;
-    use kube::runtime::reflector::store;
+    use kube::api::PartialObjectMeta;
     use kube::runtime::watcher;
     use std::collections::BTreeMap;
 
@@ -241,14 +236,14 @@ mod tests {
     }
 
     fn watching(objects: Vec<PartialObjectMeta<Secret>>) -> KnownSecrets {
-        let (reader, mut writer) = store::<PartialObjectMeta<Secret>>();
-        writer.apply_watcher_event(&watcher::Event::Init);
+        let watched = WatchedSecrets::default();
+        watched.apply(&watcher::Event::Init);
         for object in objects {
-            writer.apply_watcher_event(&watcher::Event::InitApply(object));
+            watched.apply(&watcher::Event::InitApply(object));
         }
-        writer.apply_watcher_event(&watcher::Event::InitDone);
+        watched.apply(&watcher::Event::InitDone);
         let known = KnownSecrets::default();
-        known.watch_ready(vec![reader]);
+        known.watch_ready(vec![watched]);
         known
     }
 

@@ -36,6 +36,7 @@ pub(crate) mod select;
 pub(crate) mod status;
 mod template;
 mod trust;
+pub(crate) mod watched_secrets;
 mod written_status;
 
 use std::sync::Arc;
