@@ -8,7 +8,8 @@
 //! - [`controller`]: the OnePasswordItem controller, one file per step
 //!   (resolve → fetch → build → apply → status) and its [`controller::Context`].
 //! - [`wiring`]: builds the watches, controllers, poller and restarter and runs them.
-//! - `poller`: O(vaults) change detection that triggers the controller, one per connection.
+//! - `poller`: O(vaults) change detection that triggers the controller, one per connection;
+//!   `resync`: every resource reconciled once per resync interval anyway, spread over it.
 //! - [`connections`] (in the controller): several Connect servers and tokens: the `OnePasswordConnect` and
 //!   `ClusterOnePasswordConnect` resources, and the connection each resource uses.
 //! - `annotated_workloads`: Secrets for workloads annotated with `item-path` and `item-name`.
@@ -39,6 +40,7 @@ mod names;
 mod poller;
 pub mod render;
 mod restart;
+mod resync;
 pub mod server;
 pub mod telemetry;
 pub mod wiring;

@@ -25,6 +25,7 @@ use crate::controller::{self, Context};
 use crate::crd::OnePasswordItem;
 use crate::kubernetes::{scoped_api, watch_backoff};
 use crate::poller::{self, Poller, Triggers};
+use crate::resync;
 
 /// Runs everything the operator does until a termination signal.
 pub async fn run(ctx: Arc<Context>) {
@@ -129,7 +130,17 @@ pub async fn run(ctx: Arc<Context>) {
         let poller = Poller::new(ctx.clone(), operator.clone(), stores.clone(), triggers.clone());
         pollers.push(Box::pin(poller.run()));
     }
-    pollers.push(Box::pin(follow_connections(ctx.clone(), stores.clone(), triggers)));
+    pollers.push(Box::pin(follow_connections(
+        ctx.clone(),
+        stores.clone(),
+        triggers.clone(),
+    )));
+    pollers.push(Box::pin(resync::resync(
+        stores.clone(),
+        triggers,
+        ctx.settings.resync_interval,
+        resync::TICK,
+    )));
     tokio::select! {
         _ = futures::future::join_all(runs) => {}
         _ = futures::future::join_all(pollers) => {}

@@ -28,7 +28,8 @@ pub struct Settings {
     pub namespaces: Vec<String>,
     /// How often the poller checks the referenced vaults for changes.
     pub polling_interval: Duration,
-    /// How often a synced resource is reconciled anyway (from cache: no Connect call).
+    /// How often a synced resource is reconciled anyway (from cache: no Connect call); see
+    /// `crate::resync`.
     pub resync_interval: Duration,
     pub mapping: MappingOptions,
     /// Reconciles running at once.

@@ -96,7 +96,8 @@ pub(crate) async fn reconcile(opi: Arc<OnePasswordItem>, ctx: Arc<Context>) -> R
         // Restarted with the Secret as we left it and the item unchanged: nothing to do.
         ctx.metrics.reconciled("ok", started.elapsed());
         ctx.succeeded(&opi);
-        return Ok(Action::requeue(ctx.settings.resync_interval));
+        // Back with a change, a poll that finds the item changed, or its resync turn.
+        return Ok(Action::await_change());
     }
     let outcome = sync(&opi, &ctx, &connection).await;
     finish(&ctx, &opi, &api, outcome, started).await
@@ -149,7 +150,9 @@ async fn finish(
             match synced.write {
                 // Something keeps changing the Secret: the repair is made when the wait is over.
                 Write::RepairDelayed(wait) => Ok(Action::requeue(wait)),
-                _ => Ok(Action::requeue(ctx.settings.resync_interval)),
+                // Back with a change, a poll that finds the item changed, or its resync turn
+                // (crate::resync).
+                _ => Ok(Action::await_change()),
             }
         }
         Err(error) => Err(error),
