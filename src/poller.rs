@@ -308,13 +308,10 @@ impl Poller {
         // go at the second poll that finds them so: a resource synced a moment ago may not
         // show its ids in the watch cache yet.
         let referenced: HashSet<(&str, &str)> = tracked.iter().map(|t| (t.vault_id, t.item_id)).collect();
-        let unreferenced: HashSet<ItemKey> = self
+        let unreferenced = self
             .connection
             .items
-            .keys()
-            .into_iter()
-            .filter(|k| !referenced.contains(&(k.vault_id.as_str(), k.item_id.as_str())))
-            .collect();
+            .keys_where(|k| !referenced.contains(&(k.vault_id.as_str(), k.item_id.as_str())));
         let before = std::mem::replace(&mut self.unreferenced_items, unreferenced);
         if !before.is_empty() {
             self.connection

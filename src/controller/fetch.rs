@@ -5,7 +5,7 @@
 //! of them fetches. Entries do not expire by age: the poller invalidates an item whose
 //! version moved, and a 404 on a cached id drops it.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use tracing::debug;
@@ -142,8 +142,10 @@ impl ItemCache {
         self.slots.lock().expect("item cache lock").len()
     }
 
-    pub(crate) fn keys(&self) -> Vec<ItemKey> {
-        self.slots.lock().expect("item cache lock").keys().cloned().collect()
+    /// The keys of the cached items that `select` picks (copied: the cache holds thousands).
+    pub(crate) fn keys_where(&self, select: impl Fn(&ItemKey) -> bool) -> HashSet<ItemKey> {
+        let slots = self.slots.lock().expect("item cache lock");
+        slots.keys().filter(|key| select(key)).cloned().collect()
     }
 }
 
