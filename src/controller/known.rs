@@ -206,18 +206,9 @@ impl KnownSecrets {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::controller::watched_secrets;
     use k8s_openapi::ByteString;
-    use kube::api::PartialObjectMeta;
-    use kube::runtime::watcher;
     use std::collections::BTreeMap;
-
-    fn meta(name: &str, version: &str) -> PartialObjectMeta<Secret> {
-        let mut meta = PartialObjectMeta::<Secret>::default();
-        meta.metadata.name = Some(name.into());
-        meta.metadata.namespace = Some("ns".into());
-        meta.metadata.resource_version = Some(version.into());
-        meta
-    }
 
     fn secret(password: &str) -> Secret {
         Secret {
@@ -235,15 +226,10 @@ mod tests {
         secret
     }
 
-    fn watching(objects: Vec<PartialObjectMeta<Secret>>) -> KnownSecrets {
-        let watched = WatchedSecrets::default();
-        watched.apply(&watcher::Event::Init);
-        for object in objects {
-            watched.apply(&watcher::Event::InitApply(object));
-        }
-        watched.apply(&watcher::Event::InitDone);
+    /// Known Secrets once the watch has listed `secrets` (name, version) in `ns`.
+    fn watching(secrets: &[(&str, &str)]) -> KnownSecrets {
         let known = KnownSecrets::default();
-        known.watch_ready(vec![watched]);
+        known.watch_ready(vec![watched_secrets::listed(secrets)]);
         known
     }
 
@@ -261,7 +247,7 @@ mod tests {
 
     #[test]
     fn a_secret_just_written_needs_no_read_before_the_watch_shows_it() {
-        let known = watching(vec![]);
+        let known = watching(&[]);
         known.record("ns", "db", Some("5".into()), pw());
         assert_eq!(known.freshness("ns", "db", &pw()), Freshness::Current);
         assert_eq!(
@@ -275,7 +261,7 @@ mod tests {
 
     #[test]
     fn a_secret_the_watch_showed_deleted_or_long_missing_is_not_ours() {
-        let known = watching(vec![]);
+        let known = watching(&[]);
         known.record("ns", "db", Some("5".into()), pw());
         known.forget("ns", "db");
         assert_eq!(known.freshness("ns", "db", &pw()), Freshness::NotOurs, "deleted");
@@ -286,7 +272,7 @@ mod tests {
 
     #[test]
     fn a_secret_untouched_since_our_write_needs_no_read() {
-        let known = watching(vec![meta("db", "5")]);
+        let known = watching(&[("db", "5")]);
         known.record("ns", "db", Some("5".into()), pw());
         assert_eq!(known.freshness("ns", "db", &pw()), Freshness::Current);
         assert_eq!(Freshness::Current.get_params(), None);
@@ -294,7 +280,7 @@ mod tests {
 
     #[test]
     fn new_values_for_a_secret_untouched_since_our_write_need_no_read() {
-        let known = watching(vec![meta("db", "5")]);
+        let known = watching(&[("db", "5")]);
         known.record("ns", "db", Some("5".into()), Desired::of(&versioned("pw", "1")));
         assert_eq!(
             known.freshness("ns", "db", &Desired::of(&versioned("rotated", "2"))),
@@ -332,7 +318,7 @@ mod tests {
 
     #[test]
     fn a_hand_edit_or_new_item_data_means_a_read() {
-        let known = watching(vec![meta("db", "6")]);
+        let known = watching(&[("db", "6")]);
         known.record("ns", "db", Some("5".into()), pw());
         assert_eq!(
             known.freshness("ns", "db", &pw()),
@@ -356,7 +342,7 @@ mod tests {
 
     #[test]
     fn a_secret_missing_from_the_watch_is_read_from_the_cache() {
-        let known = watching(vec![]);
+        let known = watching(&[]);
         known.record("ns", "db", Some("5".into()), pw());
         // Deleted by hand: the watch's Delete event forgets our write.
         known.forget("ns", "db");
@@ -374,7 +360,7 @@ mod tests {
 
     #[test]
     fn forgetting_and_pruning() {
-        let known = watching(vec![meta("a", "1"), meta("b", "1")]);
+        let known = watching(&[("a", "1"), ("b", "1")]);
         known.record("ns", "a", Some("1".into()), pw());
         known.record("ns", "b", Some("1".into()), pw());
         assert_eq!(known.len(), 2);

@@ -92,6 +92,14 @@ impl WatchedSecrets {
     }
 }
 
+/// The Secrets of a watch that has listed `secrets` (name, version), all in namespace `ns`.
+#[cfg(test)]
+pub(crate) fn listed(secrets: &[(&str, &str)]) -> WatchedSecrets {
+    let watched = WatchedSecrets::default();
+    tests::relist(&watched, secrets);
+    watched
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -105,13 +113,7 @@ mod tests {
         secret
     }
 
-    fn listed(secrets: &[(&str, &str)]) -> WatchedSecrets {
-        let watched = WatchedSecrets::default();
-        relist(&watched, secrets);
-        watched
-    }
-
-    fn relist(watched: &WatchedSecrets, secrets: &[(&str, &str)]) {
+    pub(super) fn relist(watched: &WatchedSecrets, secrets: &[(&str, &str)]) {
         watched.apply(&Event::Init);
         for (name, version) in secrets {
             watched.apply(&Event::InitApply(secret(name, version)));
