@@ -10,13 +10,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use connect_sim::{self as sim, RunningSimulator, SimConfig};
-use futures::StreamExt;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use kube::api::{Api, Patch, PatchParams, PostParams};
-use kube::runtime::WatchStreamExt;
 use onepassword_operator::connect::RetryPolicy;
 use onepassword_operator::connect::models::PatchOp;
 use onepassword_operator::connections::resource::{
@@ -28,7 +26,7 @@ use onepassword_operator::crd::{OnePasswordItem, OnePasswordItemSpec};
 use onepassword_operator::metrics::Metrics;
 use onepassword_operator::wiring;
 use serde_json::json;
-use support::harness::{condition, connect_client, sim_data, value};
+use support::harness::{ReadyReasons, condition, connect_client, sim_data, value};
 use support::wait_for;
 
 const POLL: Duration = Duration::from_secs(1);
@@ -423,19 +421,7 @@ async fn a_replaced_connection_is_waited_for_and_a_deleted_one_reported() {
     t.item(&t.a, "db", "vaults/Alpha/items/Database", named("team")).await;
     t.wait_password(&t.a, "db", "alpha-1", Duration::from_secs(20)).await;
     let items: Api<OnePasswordItem> = Api::namespaced(t.kube.clone(), &t.a);
-    let reasons = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let watch = {
-        let (items, reasons) = (items.clone(), reasons.clone());
-        tokio::spawn(async move {
-            let config = kube::runtime::watcher::Config::default().fields("metadata.name=db");
-            let mut stream = std::pin::pin!(kube::runtime::watcher(items, config).applied_objects());
-            while let Some(Ok(opi)) = stream.next().await {
-                if let Some(ready) = condition(&opi, "Ready") {
-                    reasons.lock().unwrap().push(ready.reason.clone().unwrap_or_default());
-                }
-            }
-        })
-    };
+    let reasons = ReadyReasons::watch(&items, "db");
 
     // Deleted and created again (as Helm replaces a hook): the item is reconciled in between
     // (its Secret deleted by hand) and waits for the connection instead of saying it is gone.
@@ -450,8 +436,7 @@ async fn a_replaced_connection_is_waited_for_and_a_deleted_one_reported() {
     t.connection(&t.a, "team", &t.alpha, "op-token").await;
     t.wait_password(&t.a, "db", "alpha-1", Duration::from_secs(20)).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    watch.abort();
-    let seen = reasons.lock().unwrap().clone();
+    let seen = reasons.stop();
     assert!(
         !seen.iter().any(|r| r == "ConnectionNotFound"),
         "a replaced connection is not reported gone: {seen:?}"

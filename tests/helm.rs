@@ -9,14 +9,12 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use connect_sim::{self as sim, DataFile, SimConfig};
-use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::api::rbac::v1::ClusterRole;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams, PostParams};
-use kube::runtime::WatchStreamExt;
 use onepassword_operator::connections::resource::{
     ClusterOnePasswordConnect, ConnectionReference, OnePasswordConnect, OnePasswordConnectSpec, SecretKeyRef,
 };
@@ -711,31 +709,11 @@ async fn install_upgrade_and_run_as_the_charts_service_account() {
         kind: Some("ClusterOnePasswordConnect".into()),
         name: "shared".into(),
     }));
-    items.create(&PostParams::default(), &shared_db).await.unwrap();
-    support::wait_for(
-        "an item synced through the cluster connection",
-        Duration::from_secs(30),
-        async || {
-            support::harness::ready_reason_and_message(&items.get("shared-db").await.unwrap())
-                .filter(|(reason, _)| reason == "Synced")
-        },
-    )
-    .await;
+    // Synced through the cluster connection.
+    support::harness::create_until_synced(&items, &shared_db, Duration::from_secs(30)).await;
 
     // An upgrade replaces the hook: the items that use it wait for it, and never say it is gone.
-    let reasons = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let watch = {
-        let (items, reasons) = (items.clone(), reasons.clone());
-        tokio::spawn(async move {
-            let config = kube::runtime::watcher::Config::default().fields("metadata.name=shared-db");
-            let mut stream = std::pin::pin!(kube::runtime::watcher(items, config).applied_objects());
-            while let Some(Ok(opi)) = stream.next().await {
-                if let Some((reason, _)) = support::harness::ready_reason_and_message(&opi) {
-                    reasons.lock().unwrap().push(reason);
-                }
-            }
-        })
-    };
+    let reasons = support::harness::ReadyReasons::watch(&items, "shared-db");
     let upgrade = run(
         &helm,
         &["upgrade", "op", CHART, "--namespace", &release_ns, "--reuse-values"],
@@ -744,8 +722,7 @@ async fn install_upgrade_and_run_as_the_charts_service_account() {
     assert!(upgrade.status.success(), "{}", text(&upgrade));
     connected(first).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    watch.abort();
-    let reasons = reasons.lock().unwrap().clone();
+    let reasons = reasons.stop();
     assert!(
         !reasons.is_empty() && reasons.iter().all(|r| r == "Synced"),
         "{reasons:?}\n{}",
@@ -792,16 +769,8 @@ async fn install_upgrade_and_run_as_the_charts_service_account() {
         kind: None,
         name: "team".into(),
     }));
-    items.create(&PostParams::default(), &team_db).await.unwrap();
-    support::wait_for(
-        "an item synced through the namespace's own connection",
-        Duration::from_secs(30),
-        async || {
-            support::harness::ready_reason_and_message(&items.get("team-db").await.unwrap())
-                .filter(|(reason, _)| reason == "Synced")
-        },
-    )
-    .await;
+    // Synced through the namespace's own connection.
+    support::harness::create_until_synced(&items, &team_db, Duration::from_secs(30)).await;
     assert!(secrets.get_opt("team-db").await.unwrap().is_some());
 
     // Take one permission away: the next Secret fails with a clear reason.

@@ -6,9 +6,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use connect_sim::{self as sim, DataFile, RunningSimulator, SimAdmin, SimConfig};
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ListParams, PostParams};
+use kube::runtime::WatchStreamExt;
 use onepassword_operator::connect::models::PatchOp;
 use onepassword_operator::connect::{ConnectClient, ConnectConfig, Filter, RetryPolicy};
 use onepassword_operator::controller::{Context, DigestKey, Settings};
@@ -276,6 +278,47 @@ impl Harness {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+}
+
+/// Every Ready reason one OnePasswordItem shows from now on, as a watch sees them.
+pub struct ReadyReasons {
+    reasons: Arc<std::sync::Mutex<Vec<String>>>,
+    watch: tokio::task::JoinHandle<()>,
+}
+
+impl ReadyReasons {
+    pub fn watch(items: &Api<OnePasswordItem>, name: &str) -> Self {
+        let reasons = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let watch = {
+            let (items, reasons) = (items.clone(), reasons.clone());
+            let config = kube::runtime::watcher::Config::default().fields(&format!("metadata.name={name}"));
+            tokio::spawn(async move {
+                let mut stream = std::pin::pin!(kube::runtime::watcher(items, config).applied_objects());
+                while let Some(Ok(opi)) = stream.next().await {
+                    if let Some((reason, _)) = ready_reason_and_message(&opi) {
+                        reasons.lock().unwrap().push(reason);
+                    }
+                }
+            })
+        };
+        Self { reasons, watch }
+    }
+
+    /// Stops watching: the reasons seen, in order.
+    pub fn stop(self) -> Vec<String> {
+        self.watch.abort();
+        self.reasons.lock().unwrap().clone()
+    }
+}
+
+/// Creates the OnePasswordItem and waits until its Ready reason is `Synced`.
+pub async fn create_until_synced(items: &Api<OnePasswordItem>, opi: &OnePasswordItem, timeout: Duration) {
+    let name = opi.metadata.name.clone().unwrap_or_default();
+    items.create(&PostParams::default(), opi).await.unwrap();
+    super::wait_for(&format!("{name} synced"), timeout, async || {
+        ready_reason_and_message(&items.get(&name).await.unwrap()).filter(|(reason, _)| reason == "Synced")
+    })
+    .await;
 }
 
 pub fn ready(opi: &OnePasswordItem) -> Option<&ItemCondition> {
