@@ -114,11 +114,11 @@ pub(crate) fn should_restart(
         .unwrap_or(default)
 }
 
-/// A Secret whose data changed. Thousands wait in a mass rotation, so each keeps only what
-/// the restart needs: of the Secret's annotations, its own `auto-restart` choice.
+/// A Secret whose data changed, within its namespace's burst. Thousands wait in a mass
+/// rotation, so each keeps only what the restart needs: of the Secret's annotations, its own
+/// `auto-restart` choice.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct ChangedSecret {
-    pub namespace: String,
     pub name: String,
     /// The Secret's `auto-restart` annotation, when it says yes or no.
     pub restart: Option<bool>,
@@ -126,14 +126,8 @@ pub(crate) struct ChangedSecret {
 }
 
 impl ChangedSecret {
-    pub(crate) fn new(
-        namespace: String,
-        name: String,
-        annotations: Option<&BTreeMap<String, String>>,
-        item_version: u64,
-    ) -> Self {
+    pub(crate) fn new(name: String, annotations: Option<&BTreeMap<String, String>>, item_version: u64) -> Self {
         Self {
-            namespace,
             name,
             restart: flag(annotations),
             item_version,
@@ -167,11 +161,12 @@ impl Restarter {
         })
     }
 
-    /// Notes a changed Secret; the restart happens after [`DEBOUNCE`] without new changes.
-    pub(crate) fn secret_changed(&self, changed: ChangedSecret) {
+    /// Notes a changed Secret of `namespace`; the restart happens after [`DEBOUNCE`] without
+    /// new changes there.
+    pub(crate) fn secret_changed(&self, namespace: &str, changed: ChangedSecret) {
         let mut pending = self.pending.lock().expect("restart queue lock");
         let ends = Instant::now() + DEBOUNCE;
-        let burst = pending.entry(changed.namespace.clone()).or_insert_with(|| Burst {
+        let burst = pending.entry(namespace.to_owned()).or_insert_with(|| Burst {
             secrets: BTreeMap::new(),
             ends,
         });
@@ -395,10 +390,10 @@ mod tests {
         let client = kube::Client::try_from(config).unwrap();
         let restarter = Restarter::new(client.clone(), EventPublisher::new(client, "test", None), false);
         for version in 1..=3 {
-            let changed = ChangedSecret::new("ns".into(), "db".into(), Some(&annotated("true")), version);
-            restarter.secret_changed(changed);
+            let changed = ChangedSecret::new("db".into(), Some(&annotated("true")), version);
+            restarter.secret_changed("ns", changed);
         }
-        restarter.secret_changed(ChangedSecret::new("ns".into(), "cache".into(), None, 7));
+        restarter.secret_changed("ns", ChangedSecret::new("cache".into(), None, 7));
         let pending = restarter.pending.lock().unwrap();
         let changed: Vec<_> = pending["ns"]
             .secrets

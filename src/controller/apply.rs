@@ -64,7 +64,7 @@ pub(crate) async fn apply(
             let written = server_side_apply(&secrets, &built.secret, "update Secret").await?;
             ctx.known
                 .record(&namespace, &name, written.metadata.resource_version, desired);
-            item_data_changed(ctx, namespace, name, built, version);
+            item_data_changed(ctx, &namespace, name, built, version);
             return Ok((Write::Updated, version));
         }
         freshness = Freshness::NotOlderThan(resource_version);
@@ -149,7 +149,7 @@ pub(crate) async fn apply(
     }
     ctx.known.record(&namespace, &name, applied.resource_version, desired);
     if applied.write == Write::Updated && item_changed {
-        item_data_changed(ctx, namespace, name, built, version);
+        item_data_changed(ctx, &namespace, name, built, version);
     }
     let write = if applied.write == Write::Created && synced_before {
         Write::Repaired
@@ -160,10 +160,10 @@ pub(crate) async fn apply(
 }
 
 /// New item data: workloads that use the Secret may need a restart.
-fn item_data_changed(ctx: &Context, namespace: String, name: String, built: &BuiltSecret, version: u64) {
+fn item_data_changed(ctx: &Context, namespace: &str, name: String, built: &BuiltSecret, version: u64) {
     let annotations = built.secret.metadata.annotations.as_ref();
     ctx.restarter
-        .secret_changed(ChangedSecret::new(namespace, name, annotations, version));
+        .secret_changed(namespace, ChangedSecret::new(name, annotations, version));
 }
 
 /// Who an existing Secret belongs to, seen from one OnePasswordItem.
