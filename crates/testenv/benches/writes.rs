@@ -156,43 +156,42 @@ async fn main() {
         })
         .await,
     );
-    for (what, patch) in [
-        ("merge-patch a status (the first)", status(1)),
-        ("merge-patch a status (a new version)", status(2)),
+    let mut applied = status(4);
+    applied["apiVersion"] = "onepassword.com/v1".into();
+    applied["kind"] = "OnePasswordItem".into();
+    let status_writes = [
+        (
+            "merge-patch a status (the first)",
+            PatchParams::default(),
+            Patch::Merge(status(1)),
+        ),
+        (
+            "merge-patch a status (a new version)",
+            PatchParams::default(),
+            Patch::Merge(status(2)),
+        ),
         (
             "merge-patch a status (one field)",
-            json!({ "status": { "itemVersion": 3 } }),
+            PatchParams::default(),
+            Patch::Merge(json!({ "status": { "itemVersion": 3 } })),
         ),
-    ] {
+        (
+            "apply a status (server-side apply)",
+            PatchParams::apply("bench").force(),
+            Patch::Apply(applied),
+        ),
+    ];
+    for (what, params, patch) in &status_writes {
         rows.push(
             measure(&cluster, what, |i| {
-                let (items, patch) = (items.clone(), Patch::Merge(patch.clone()));
+                let items = items.clone();
                 async move {
-                    items
-                        .patch_status(&format!("item-{i}"), &PatchParams::default(), &patch)
-                        .await
-                        .unwrap();
+                    items.patch_status(&format!("item-{i}"), params, patch).await.unwrap();
                 }
             })
             .await,
         );
     }
-    rows.push(
-        measure(&cluster, "apply a status (server-side apply)", |i| {
-            let items = items.clone();
-            async move {
-                let mut applied = status(4);
-                applied["apiVersion"] = "onepassword.com/v1".into();
-                applied["kind"] = "OnePasswordItem".into();
-                let params = PatchParams::apply("bench").force();
-                items
-                    .patch_status(&format!("item-{i}"), &params, &Patch::Apply(&applied))
-                    .await
-                    .unwrap();
-            }
-        })
-        .await,
-    );
     rows.push(
         measure(&cluster, "create an Event", |i| {
             let events = events.clone();
